@@ -1,0 +1,314 @@
+"""`fusionrec` — one command line over the same stage functions the Airflow DAG and dvc.yaml call."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fusionrec.config import RunConfig
+
+RUN_FILE = "run.json"  # the last ingested run's settings, so later stages know the source and protocol
+
+
+class UserError(Exception):
+    """Raised for bad input; printed as one line with a non-zero exit."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipelines.approve import ApprovalError
+    from pipelines.datasets import DatasetNotInstalled
+    from pipelines.ingest import IngestError
+    from pipelines.promote import PromotionError
+    from pipelines.validate import DataValidationError
+
+    return (UserError, IngestError, DataValidationError, DatasetNotInstalled, ApprovalError, PromotionError,
+            FileNotFoundError)
+
+
+def _config(ctx: click.Context, **overrides: Any) -> RunConfig:
+    """Saved run settings (from the last ingest) < global options < this command's options."""
+    home = Path(ctx.obj["home"]).resolve()
+    saved: dict[str, Any] = {}
+    if (home / RUN_FILE).exists():
+        saved = json.loads((home / RUN_FILE).read_text())
+        saved.pop("run_id", None)
+    merged = saved | {k: v for k, v in ctx.obj["globals"].items() if v is not None}
+    merged |= {k: v for k, v in overrides.items() if v is not None}
+    merged["home"] = home
+    return RunConfig.from_env(**merged)
+
+
+def _emit(result: Any, as_json: bool) -> None:
+    payload = result.to_dict() if hasattr(result, "to_dict") else result
+    if as_json:
+        click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    else:
+        for key, value in payload.items():
+            click.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+
+
+def _run(stage: Callable[[RunConfig], Any], cfg: RunConfig, as_json: bool = False) -> Any:
+    try:
+        result = stage(cfg)
+    except _user_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    _emit(result, as_json)
+    return result
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="FUSIONREC_HOME", default=".fusionrec", show_default=True,
+              help="Folder holding this deployment's data, MLflow DB, feature store and serving store.")
+@click.option("--serving-store", type=click.Choice(["sqlite", "redis"]), default=None,
+              help="Serving store backend (env FUSIONREC_SERVING_STORE).")
+@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None,
+              help="Feast online store backend (env FUSIONREC_ONLINE_STORE).")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@click.pass_context
+def cli(ctx: click.Context, home: str, serving_store: str | None, online_store: str | None, verbose: bool) -> None:
+    """FusionRec: ingest, validate, version, featurize, train, fuse, register, approve, promote and serve."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    ctx.obj = {"home": home, "globals": {"serving_store": serving_store, "online_store": online_store}}
+
+
+@cli.command()
+@click.option("--dataset", type=click.Choice(["ml-100k", "instacart"]), default=None,
+              help="A bundled public dataset (default ml-100k when no file is given).")
+@click.option("--interactions", type=click.Path(dir_okay=False), help="CSV or Parquet file of interactions.")
+@click.option("--items", type=click.Path(dir_okay=False), help="Optional item catalogue file.")
+@click.option("--users", type=click.Path(dir_okay=False), help="Optional users file.")
+@click.option("--user-col", default="user_id", show_default=True)
+@click.option("--item-col", default="item_id", show_default=True)
+@click.option("--rating-col", default="rating", show_default=True)
+@click.option("--timestamp-col", default="timestamp", show_default=True)
+@click.option("--event-col", default="event_type", show_default=True)
+@json_option
+@click.pass_context
+def ingest(ctx: click.Context, dataset: str | None, interactions: str | None, items: str | None,
+           users: str | None, user_col: str, item_col: str, rating_col: str, timestamp_col: str,
+           event_col: str, as_json: bool) -> None:
+    """Read a dataset or files into canonical Parquet tables."""
+    from pipelines.ingest import ingest as run_ingest
+
+    if dataset and interactions:
+        raise click.UsageError("give either --dataset or --interactions, not both")
+    source = {"dataset": None if interactions else (dataset or "ml-100k"), "interactions": interactions,
+              "items": items, "users": users, "user_col": user_col, "item_col": item_col,
+              "rating_col": rating_col, "timestamp_col": timestamp_col, "event_col": event_col}
+    cfg = _config(ctx, source=source)
+    _run(run_ingest, cfg, as_json)
+    (cfg.home / RUN_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+
+
+@cli.command()
+@click.option("--max-reject-share", type=float, default=None, help="Fail above this share of rejected rows.")
+@json_option
+@click.pass_context
+def validate(ctx: click.Context, max_reject_share: float | None, as_json: bool) -> None:
+    """Validate canonical tables with Great Expectations; quarantine bad rows."""
+    from pipelines.validate import validate as run_validate
+
+    _run(run_validate, _config(ctx, max_reject_share=max_reject_share), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def version(ctx: click.Context, as_json: bool) -> None:
+    """Version the validated data with DVC and push it to the local remote."""
+    from pipelines.version import version_data
+
+    _run(version_data, _config(ctx), as_json)
+
+
+@cli.command()
+@click.option("--protocol", type=click.Choice(["msr", "temporal", "next-basket"]), default=None,
+              help="Evaluation protocol (default: the dataset's).")
+@json_option
+@click.pass_context
+def split(ctx: click.Context, protocol: str | None, as_json: bool) -> None:
+    """Split into fit/valid/train/test by the evaluation protocol."""
+    from pipelines.split import split as run_split
+
+    _run(run_split, _config(ctx, protocol=protocol), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def features(ctx: click.Context, as_json: bool) -> None:
+    """Compute features, `feast apply` and materialize them to the online store."""
+    from pipelines.features import build_features
+
+    _run(build_features, _config(ctx), as_json)
+
+
+@cli.command()
+@click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower).")
+@click.option("--n-trials", type=int, default=None, help="Optuna trials per model.")
+@json_option
+@click.pass_context
+def train(ctx: click.Context, models: str | None, n_trials: int | None, as_json: bool) -> None:
+    """Tune (Optuna) and train each model; every trial is an MLflow run."""
+    from pipelines.train import train as run_train
+
+    names = [m.strip() for m in models.split(",")] if models else None
+    _run(run_train, _config(ctx, models=names, n_trials=n_trials), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def fuse(ctx: click.Context, as_json: bool) -> None:
+    """Blend the trained models and select the best candidate on validation."""
+    from pipelines.fuse import fuse_and_select
+
+    _run(fuse_and_select, _config(ctx), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def evaluate(ctx: click.Context, as_json: bool) -> None:
+    """Score every final model and the selection on the test split, once."""
+    from pipelines.evaluate import evaluate as run_evaluate
+
+    _run(run_evaluate, _config(ctx), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def register(ctx: click.Context, as_json: bool) -> None:
+    """Log the selection as an MLflow pyfunc, register it, alias it `challenger`."""
+    from pipelines.register import register as run_register
+
+    _run(run_register, _config(ctx), as_json)
+
+
+@cli.command()
+@click.argument("model_version", required=False)
+@click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
+@click.option("--comment", default="", help="Why.")
+@json_option
+@click.pass_context
+def approve(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
+    """Approve MODEL_VERSION (default: the challenger): it becomes the `champion`."""
+    from pipelines.approve import approve as run_approve
+
+    _run(lambda cfg: run_approve(cfg, model_version, by, comment, auto=False), _config(ctx), as_json)
+
+
+@cli.command()
+@click.argument("model_version", required=False)
+@click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
+@click.option("--comment", default="", help="Why.")
+@json_option
+@click.pass_context
+def reject(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
+    """Reject MODEL_VERSION (default: the challenger); the champion stays."""
+    from pipelines.approve import reject as run_reject
+
+    _run(lambda cfg: run_reject(cfg, model_version, by, comment), _config(ctx), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def promote(ctx: click.Context, as_json: bool) -> None:
+    """Write the champion's recommendations to the serving store and switch to them atomically."""
+    from pipelines.promote import promote as run_promote
+
+    _run(run_promote, _config(ctx), as_json)
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def rollback(ctx: click.Context, as_json: bool) -> None:
+    """Switch the serving store back to the previous version."""
+    from serving.store import open_store
+
+    def run_rollback(cfg: RunConfig) -> dict[str, Any]:
+        store = open_store(cfg)
+        try:
+            return {"live_version": store.rollback()}
+        except (LookupError, ValueError, RuntimeError) as exc:
+            raise UserError(str(exc)) from exc
+
+    _run(run_rollback, _config(ctx), as_json)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Serve recommendations over HTTP (FastAPI): /recommendations/{user_id}, /health, /docs."""
+    from serving.app import serve as run_serve
+
+    run_serve(_config(ctx), host=host, port=port)
+
+
+@cli.command()
+@click.argument("user_id")
+@click.option("--k", default=10, show_default=True, type=click.IntRange(1, 100))
+@json_option
+@click.pass_context
+def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
+    """Top-k recommendations for USER_ID from the serving store (same answer as the HTTP API)."""
+    from serving.app import answer_json
+    from serving.store import open_store
+
+    cfg = _config(ctx)
+    store = open_store(cfg)
+    if store.live_version() is None:
+        click.echo("error: nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`", err=True)
+        sys.exit(1)
+    payload = answer_json(store.recommend(user_id, k))
+    if as_json:
+        click.echo(json.dumps(payload, indent=2))
+        return
+    click.echo(f"user {payload['user_id']}  model {payload['model_version']}"
+               f"{'  (cold start: popular items)' if payload['cold_start'] else ''}")
+    for rank, item in enumerate(payload["items"], start=1):
+        click.echo(f"{rank:>3}. {item['item_id']:<12} {item['score']:.4f}")
+
+
+@cli.command()
+@json_option
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Champion, challenger (version, metrics, data hash, commit, GX result) and the live serving version."""
+    from pipelines.status import status as run_status
+
+    _run(run_status, _config(ctx), as_json)
+
+
+@cli.command("run")
+@click.option("--auto-approve", is_flag=True, help="Approve the challenger without a reviewer.")
+@click.pass_context
+def run_all(ctx: click.Context, auto_approve: bool) -> None:
+    """Run every stage after ingest in this process, without Airflow (ingest first)."""
+    from pipelines.run import run_pipeline
+
+    _run(lambda cfg: run_pipeline(cfg), _config(ctx, auto_approve=auto_approve), False)
+
+
+def main() -> None:
+    cli(prog_name="fusionrec")
+
+
+if __name__ == "__main__":
+    main()

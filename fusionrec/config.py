@@ -1,0 +1,177 @@
+"""One configuration object per run.
+
+Defaults run on one laptop (embedded SQLite everywhere, files under ``FUSIONREC_HOME``); production switches
+(Redis online/serving store, PostgreSQL for MLflow) come from environment variables or explicit fields.
+Every stage function takes a ``RunConfig`` and derives its input/output paths from ``RunConfig.paths``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+DatasetName = Literal["ml-100k", "instacart"]
+StoreKind = Literal["sqlite", "redis"]
+ProtocolId = Literal["msr", "temporal", "next-basket"]
+
+# Which evaluation protocol fits which bundled dataset (shared PROTOCOL.md); files default to "msr".
+DEFAULT_PROTOCOL: dict[str, ProtocolId] = {"ml-100k": "msr", "instacart": "next-basket"}
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Where the raw data comes from: a bundled dataset or user files with a column mapping."""
+
+    dataset: str | None = "ml-100k"
+    interactions: str | None = None
+    items: str | None = None
+    users: str | None = None
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    rating_col: str = "rating"
+    timestamp_col: str = "timestamp"
+    event_col: str = "event_type"
+
+    @property
+    def name(self) -> str:
+        """A short label for logs and MLflow tags."""
+        if self.interactions:
+            return Path(self.interactions).stem
+        return self.dataset or "unknown"
+
+
+@dataclass(frozen=True)
+class Paths:
+    """The file layout of one FusionRec home; every stage reads and writes only here."""
+
+    home: Path
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def canonical(self) -> Path:  # ingest output: interactions/items/users.parquet
+        return self.data / "canonical"
+
+    @property
+    def validated(self) -> Path:  # validate output: the rows that passed
+        return self.data / "validated"
+
+    @property
+    def quarantine(self) -> Path:  # validate output: rejected rows with reasons
+        return self.data / "quarantine"
+
+    @property
+    def splits(self) -> Path:  # split output: fit/valid/train/test.parquet
+        return self.data / "splits"
+
+    @property
+    def features(self) -> Path:  # Feast offline sources, registry and SQLite online store
+        return self.home / "features"
+
+    @property
+    def gx(self) -> Path:  # GX validation results and data docs, one folder per run
+        return self.home / "gx"
+
+    @property
+    def artifacts(self) -> Path:  # trained models, blend, metrics json
+        return self.home / "artifacts"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.home / "mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> Path:
+        return self.home / "mlartifacts"
+
+    @property
+    def serving_db(self) -> Path:
+        return self.home / "serving.db"
+
+    @property
+    def dvc_remote(self) -> Path:
+        return self.home / "dvc-remote"
+
+    @property
+    def reports(self) -> Path:  # stage results as JSON, read by `fusionrec status`
+        return self.home / "reports"
+
+
+def _env_home() -> Path:
+    return Path(os.environ.get("FUSIONREC_HOME", ".fusionrec")).expanduser().resolve()
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one retrain run needs. Build with ``RunConfig.from_env(**overrides)``."""
+
+    home: Path = field(default_factory=_env_home)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    protocol: ProtocolId | None = None  # None: the dataset's default protocol
+    models: tuple[str, ...] = ("ease", "two_tower")
+    n_trials: int = 4  # Optuna trials per model
+    k: int = 10
+    seed: int = 42
+    max_reject_share: float = 0.05  # validation fails above this share of rejected rows
+    auto_approve: bool = False
+    top_n_serving: int = 100  # recommendations precomputed per user in the serving store
+    registered_model: str = "fusionrec"
+    online_store: StoreKind = "sqlite"  # Feast online store
+    serving_store: StoreKind = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    mlflow_tracking_uri: str | None = None  # None: SQLite file in home
+    experiment: str = "fusionrec"
+    run_id: str | None = None  # orchestrator run id (Airflow run_id), tagged on MLflow runs
+
+    @property
+    def paths(self) -> Paths:
+        return Paths(self.home)
+
+    @property
+    def effective_protocol(self) -> ProtocolId:
+        if self.protocol:
+            return self.protocol
+        if self.source.interactions:
+            return "msr"
+        return DEFAULT_PROTOCOL.get(self.source.dataset or "", "msr")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.paths.mlflow_db}"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> RunConfig:
+        """Defaults, then ``FUSIONREC_*`` environment variables, then explicit overrides."""
+        env: dict[str, Any] = {}
+        if v := os.environ.get("FUSIONREC_ONLINE_STORE"):
+            env["online_store"] = v
+        if v := os.environ.get("FUSIONREC_SERVING_STORE"):
+            env["serving_store"] = v
+        if v := os.environ.get("FUSIONREC_REDIS_URL"):
+            env["redis_url"] = v
+        if v := os.environ.get("MLFLOW_TRACKING_URI"):
+            env["mlflow_tracking_uri"] = v
+        env.update({k: v for k, v in overrides.items() if v is not None})
+        if "home" in env:
+            env["home"] = Path(env["home"]).expanduser().resolve()
+        if "models" in env:
+            env["models"] = tuple(env["models"])
+        if isinstance(env.get("source"), dict):
+            env["source"] = SourceConfig(**env["source"])
+        return cls(**env)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form (for Airflow XCom / params and MLflow params)."""
+        d = dataclasses.asdict(self)
+        d["home"] = str(self.home)
+        d["models"] = list(self.models)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        return cls.from_env(**d)

@@ -1,0 +1,74 @@
+"""Promote stage: the champion's recommendations for every known user (plus a popularity fallback) are written
+to the serving store as a new version and switched to atomically; the previous version stays for rollback."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from fusionrec.config import RunConfig
+from pipelines.bundle import Bundle
+from pipelines.register import CHAMPION
+from pipelines.stage import StageResult
+from pipelines.tracking import setup_mlflow
+
+log = logging.getLogger(__name__)
+
+
+class PromotionError(RuntimeError):
+    pass
+
+
+@dataclass
+class PromoteResult(StageResult):
+    model_name: str
+    model_version: str
+    serving_version: str
+    previous_version: str | None
+    users: int
+    top_n: int
+    store: str
+    seconds: float
+
+
+def load_champion_bundle(cfg: RunConfig) -> tuple[str, Bundle]:
+    """Download the champion's artifacts from the registry and load its bundle."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    setup_mlflow(cfg)
+    try:
+        version = MlflowClient().get_model_version_by_alias(cfg.registered_model, CHAMPION)
+    except MlflowException as exc:
+        raise PromotionError(
+            f"model {cfg.registered_model!r} has no {CHAMPION}: approve a version first (fusionrec approve)"
+        ) from exc
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.registered_model}@{CHAMPION}"))
+    return str(version.version), Bundle.load(local / "artifacts" / "bundle")
+
+
+def promote(cfg: RunConfig) -> PromoteResult:
+    from serving.store import open_store
+
+    start = time.perf_counter()
+    model_version, bundle = load_champion_bundle(cfg)
+    recommendations = bundle.recommend_known(cfg.top_n_serving)
+    store = open_store(cfg)
+    previous = store.live_version()
+    serving_version = f"{cfg.registered_model}-v{model_version}-{time.strftime('%Y%m%dT%H%M%S')}"
+    store.publish(
+        serving_version,
+        recommendations,
+        bundle.popular(cfg.top_n_serving),
+        {"model_name": cfg.registered_model, "model_version": model_version, "run_id": cfg.run_id or ""},
+    )
+    seconds = time.perf_counter() - start
+    log.info("promoted %s v%s as %s (%d users) in %.1fs", cfg.registered_model, model_version,
+             serving_version, len(recommendations), seconds)
+    result = PromoteResult(cfg.registered_model, model_version, serving_version, previous,
+                           len(recommendations), cfg.top_n_serving, cfg.serving_store, round(seconds, 3))
+    result.save(cfg.paths.reports, "promote")
+    return result

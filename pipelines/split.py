@@ -1,0 +1,105 @@
+"""Split stage: train/test by the run's protocol, and a validation split carved from train only.
+
+Writes ``cfg.paths.splits/{fit,valid,train,test}.parquet`` where ``train = fit + valid``. Tuning (Optuna, fusion
+weights, selection) fits on ``fit`` and scores on ``valid``; final models fit on ``train`` and are scored on
+``test`` once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import pandas as pd
+
+from fusionrec.config import RunConfig
+from pipelines.schema import INTERACTIONS, table_file
+from pipelines.stage import StageResult
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("fit", "valid", "train", "test")
+VALID_RATIO = 0.8  # share of train kept for fitting while tuning
+
+
+@dataclass
+class SplitResult(StageResult):
+    protocol: str
+    rows: dict[str, int]
+    users: dict[str, int]
+    output: str
+
+
+def stratified_split(
+    data: pd.DataFrame, ratio: float, col: str = "item_id", seed: int = 42
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Microsoft Recommenders' ``python_stratified_split``: per group of ``col``, shuffle with ``seed`` and cut
+    the first ``round(ratio * n)`` rows into the first part."""
+    first, second = [], []
+    for _, group in data.groupby(col, sort=True):
+        shuffled = group.sample(frac=1, random_state=seed)
+        cut = round(ratio * len(shuffled))
+        first.append(shuffled.iloc[:cut])
+        second.append(shuffled.iloc[cut:])
+    return pd.concat(first), pd.concat(second)
+
+
+def temporal_split(data: pd.DataFrame, ratios: tuple[float, float, float]) -> tuple[pd.DataFrame, ...]:
+    """Per user, time-ordered: the first ``ratios[0]`` share, then the next, then the rest."""
+    ordered = data.sort_values(["user_id", "timestamp", "source_row"], kind="stable")
+    position = ordered.groupby("user_id").cumcount()
+    size = ordered.groupby("user_id")["user_id"].transform("size")
+    share = position / size
+    first = share < ratios[0]
+    second = ~first & (share < ratios[0] + ratios[1])
+    return ordered[first], ordered[second], ordered[~first & ~second]
+
+
+def last_basket_split(data: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Each user's last session (order) against everything before it; users with one order stay whole."""
+    orders = data.groupby(["user_id", "session_id"], sort=False)["timestamp"].min().reset_index()
+    orders["rank"] = orders.groupby("user_id")["timestamp"].rank(method="first", ascending=False)
+    counts = orders.groupby("user_id")["session_id"].transform("size")
+    last = orders[(orders["rank"] == 1) & (counts > 1)][["user_id", "session_id"]]
+    is_last = data.merge(last.assign(_last=True), on=["user_id", "session_id"], how="left")["_last"]
+    mask = is_last.notna().to_numpy()
+    return data[~mask], data[mask]
+
+
+def split_interactions(data: pd.DataFrame, protocol: str, seed: int) -> dict[str, pd.DataFrame]:
+    """The four splits for ``protocol`` (msr, temporal or next-basket)."""
+    if protocol == "msr":
+        train, test = stratified_split(data, 0.75, "item_id", seed)
+        fit, valid = stratified_split(train, VALID_RATIO, "item_id", seed)
+    elif protocol == "temporal":
+        fit, valid, test = temporal_split(data, (0.8, 0.1, 0.1))
+        train = pd.concat([fit, valid])
+    elif protocol == "next-basket":
+        if data["session_id"].isna().all():
+            raise ValueError("protocol next-basket needs session ids (orders/baskets) in the interactions")
+        train, test = last_basket_split(data)
+        fit, valid = last_basket_split(train)
+    else:
+        raise ValueError(f"unknown protocol {protocol!r}")
+    return {"fit": fit, "valid": valid, "train": train, "test": test}
+
+
+def split(cfg: RunConfig) -> SplitResult:
+    """Split ``validated/interactions.parquet`` by ``cfg.effective_protocol``."""
+    data = pd.read_parquet(cfg.paths.validated / table_file(INTERACTIONS))
+    parts = split_interactions(data, cfg.effective_protocol, cfg.seed)
+    out = cfg.paths.splits
+    out.mkdir(parents=True, exist_ok=True)
+    for name, frame in parts.items():
+        frame.reset_index(drop=True).to_parquet(out / f"{name}.parquet", index=False)
+    result = SplitResult(
+        protocol=cfg.effective_protocol,
+        rows={name: len(frame) for name, frame in parts.items()},
+        users={name: int(frame["user_id"].nunique()) for name, frame in parts.items()},
+        output=str(out),
+    )
+    log.info("split (%s): %s", result.protocol, result.rows)
+    result.save(cfg.paths.reports, "split")
+    return result
+
+

@@ -1,0 +1,111 @@
+"""Splits as model inputs: one id index, interaction matrices for fit/train, and held-out sets for scoring."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from fusionrec.config import RunConfig
+from models.base import InteractionData, Recommender
+from pipelines.metrics import at_k, ranking_metrics
+
+# Protocols where a user's past items may be recommended again (groceries): nothing is masked.
+REPEATS_ALLOWED = {"next-basket"}
+
+
+@dataclass
+class HeldOut:
+    """Held-out interactions of the users the model knows, aligned row by row."""
+
+    user_idx: np.ndarray  # rows of the interaction matrix
+    relevant: sp.csr_matrix  # (len(user_idx), n_items) binary
+    n_relevant: np.ndarray  # |relevant| incl. items unknown to the model
+    exclude: sp.csr_matrix | None  # (n_users, n_items) items to mask (seen), or None when repeats are allowed
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_idx)
+
+
+@dataclass
+class SplitData:
+    fit: InteractionData  # tuning: models fit here...
+    valid: HeldOut  # ...and are scored here
+    train: InteractionData  # final: fit + valid
+    test: HeldOut  # scored once
+
+
+def interaction_matrix(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
+    """Counts of interactions per (user, item) over the given id index; unknown ids are dropped."""
+    users = pd.Index(user_ids).get_indexer(frame["user_id"])
+    items = pd.Index(item_ids).get_indexer(frame["item_id"])
+    known = (users >= 0) & (items >= 0)
+    matrix = sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (users[known], items[known])),
+        shape=(len(user_ids), len(item_ids)),
+    )
+    matrix.sum_duplicates()
+    return matrix
+
+
+def held_out(
+    frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, seen: sp.csr_matrix, repeats: bool
+) -> HeldOut:
+    users = pd.Index(user_ids).get_indexer(frame["user_id"])
+    frame = frame[users >= 0].drop_duplicates(["user_id", "item_id"])
+    users = pd.Index(user_ids).get_indexer(frame["user_id"])
+    items = pd.Index(item_ids).get_indexer(frame["item_id"])
+    eval_users = np.unique(users)
+    row = np.searchsorted(eval_users, users)
+    known = items >= 0
+    relevant = sp.csr_matrix(
+        (np.ones(int(known.sum()), dtype=np.float32), (row[known], items[known])),
+        shape=(len(eval_users), len(item_ids)),
+    )
+    relevant.data[:] = 1.0
+    n_relevant = np.bincount(row, minlength=len(eval_users))
+    return HeldOut(eval_users, relevant, n_relevant, None if repeats else seen)
+
+
+def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
+    """Read ``cfg.paths.splits`` and build matrices over the train id index (plus Feast side features)."""
+    splits = {name: pd.read_parquet(cfg.paths.splits / f"{name}.parquet") for name in ("fit", "valid", "train", "test")}
+    train = splits["train"]
+    user_ids = np.array(sorted(train["user_id"].unique()), dtype=object)
+    item_ids = np.array(sorted(train["item_id"].unique()), dtype=object)
+    fit_matrix = interaction_matrix(splits["fit"], user_ids, item_ids)
+    train_matrix = interaction_matrix(train, user_ids, item_ids)
+    user_features = item_features = None
+    if with_features:
+        from pipelines.features import training_features
+
+        as_of = pd.Timestamp(train["timestamp"].max())
+        user_features, item_features = training_features(cfg, list(user_ids), list(item_ids), as_of)
+    repeats = cfg.effective_protocol in REPEATS_ALLOWED
+    return SplitData(
+        fit=InteractionData(fit_matrix, user_ids, item_ids, user_features, item_features),
+        valid=held_out(splits["valid"], user_ids, item_ids, fit_matrix, repeats),
+        train=InteractionData(train_matrix, user_ids, item_ids, user_features, item_features),
+        test=held_out(splits["test"], user_ids, item_ids, train_matrix, repeats),
+    )
+
+
+def evaluate_recommender(model: Recommender, held: HeldOut, k: int) -> dict[str, float]:
+    """Metrics@k of ``model`` on a held-out set (``ndcg@10`` etc.)."""
+    recommended, _ = model.recommend(held.user_idx, k, exclude=held.exclude)
+    return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)
+
+
+def evaluate_scores(scores: np.ndarray, held: HeldOut, k: int) -> dict[str, float]:
+    """Metrics@k from a precomputed (len(held.user_idx), n_items) score matrix (used when tuning blends)."""
+    scores = scores.copy()
+    if held.exclude is not None:
+        rows, cols = held.exclude[held.user_idx].nonzero()
+        scores[rows, cols] = -np.inf
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
+    recommended = np.take_along_axis(top, order, axis=1)
+    return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)

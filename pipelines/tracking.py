@@ -1,0 +1,62 @@
+"""MLflow set-up and the lineage tags every run carries (git commit, DVC data hash, dataset, protocol)."""
+
+from __future__ import annotations
+
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from fusionrec.config import RunConfig
+from pipelines.stage import load_report
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=1)
+def git_commit() -> str:
+    """HEAD of the checkout this code runs from, with ``-dirty`` when tracked files have changes."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{sha}-dirty" if dirty else sha
+
+
+def setup_mlflow(cfg: RunConfig) -> str:
+    """Point MLflow at the run's tracking store and experiment (absolute artifact root); returns experiment id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    mlflow.set_registry_uri(cfg.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        mlflow.set_experiment(cfg.experiment)
+        return experiment.experiment_id
+    cfg.paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+    experiment_id = mlflow.create_experiment(
+        cfg.experiment, artifact_location=cfg.paths.mlflow_artifacts.as_uri()
+    )
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def lineage_tags(cfg: RunConfig) -> dict[str, str]:
+    """Tags that tie an MLflow run to its code, data and checks."""
+    version = load_report(cfg.paths.reports, "version") or {}
+    validation = load_report(cfg.paths.reports, "validate") or {}
+    tags = {
+        "git_commit": git_commit(),
+        "dvc_data_hash": str(version.get("md5", "unversioned")),
+        "dataset": cfg.source.name,
+        "protocol": cfg.effective_protocol,
+        "gx_result": str(validation.get("gx_result", "")),
+    }
+    if cfg.run_id:
+        tags["airflow_run_id"] = cfg.run_id
+    return tags
