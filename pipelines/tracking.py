@@ -46,9 +46,23 @@ def setup_mlflow(cfg: RunConfig) -> str:
     return experiment_id
 
 
+def dvc_lock_hash(cfg: RunConfig, lock_file: Path = Path("dvc.lock")) -> str | None:
+    """Under `dvc repro` the validated data is a stage output: its hash is in dvc.lock, not a version report."""
+    import yaml
+
+    if not lock_file.exists():
+        return None
+    stages = (yaml.safe_load(lock_file.read_text()) or {}).get("stages", {})
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if (Path.cwd() / out["path"]).resolve() == cfg.paths.validated:
+                return str(out["md5"])
+    return None
+
+
 def lineage_tags(cfg: RunConfig) -> dict[str, str]:
     """Tags that tie an MLflow run to its code, data and checks."""
-    version = load_report(cfg.paths.reports, "version") or {}
+    version = load_report(cfg.paths.reports, "version") or {"md5": dvc_lock_hash(cfg) or "unversioned"}
     validation = load_report(cfg.paths.reports, "validate") or {}
     tags = {
         "git_commit": git_commit(),
