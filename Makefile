@@ -1,0 +1,42 @@
+# FusionRec — the two commands: `make demo` and `make test`.
+PYTHON ?= python3
+UV := $(PYTHON) -m uv
+VENV := .venv
+export FUSIONREC_HOME ?= $(CURDIR)/.fusionrec
+export UV_LINK_MODE ?= copy
+
+.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help
+
+help:  ## List targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+install: $(VENV)/.installed  ## Install everything from uv.lock (bootstraps uv with pip if absent)
+
+$(VENV)/.installed: uv.lock pyproject.toml
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen
+	@touch $@
+
+demo: install  ## Run the retrain DAG on MovieLens-100k, serve, print top-10 for one user
+	bash scripts/demo.sh
+
+test: install  ## The whole test suite (what CI runs)
+	$(VENV)/bin/python -m pytest -ra
+
+test-fast: install  ## Unit tests only
+	$(VENV)/bin/python -m pytest -ra -m "not slow and not services"
+
+lint: install  ## ruff
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+repro: install  ## The same pipeline through DVC: dvc repro, then dvc push to the local remote
+	PATH=$(CURDIR)/$(VENV)/bin:$$PATH $(VENV)/bin/dvc repro && $(VENV)/bin/dvc push
+
+airflow-ui: install  ## Airflow UI (api-server + scheduler + dag-processor) on http://127.0.0.1:8080
+	bash -c 'source scripts/airflow_env.sh && airflow standalone'
+
+mlflow-ui: install  ## MLflow UI on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(FUSIONREC_HOME)/mlflow.db --port 5000
+
+clean:  ## Remove the local FusionRec home (data, MLflow, feature store, serving store)
+	rm -rf $(FUSIONREC_HOME) dvc-run
