@@ -26,9 +26,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.ingest import IngestError
     from pipelines.promote import PromotionError
     from pipelines.validate import DataValidationError
+    from serving.store import ServingStoreError
 
     return (UserError, IngestError, DataValidationError, DatasetNotInstalled, ApprovalError, PromotionError,
-            FileNotFoundError)
+            ServingStoreError, FileNotFoundError)
 
 
 def _config(ctx: click.Context, **overrides: Any) -> RunConfig:
@@ -241,11 +242,7 @@ def rollback(ctx: click.Context, as_json: bool) -> None:
     from serving.store import open_store
 
     def run_rollback(cfg: RunConfig) -> dict[str, Any]:
-        store = open_store(cfg)
-        try:
-            return {"live_version": store.rollback()}
-        except (LookupError, ValueError, RuntimeError) as exc:
-            raise UserError(str(exc)) from exc
+        return {"live_version": open_store(cfg).rollback()}
 
     _run(run_rollback, _config(ctx), as_json)
 
@@ -268,7 +265,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.pass_context
 def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
     """Top-k recommendations for USER_ID from the serving store (same answer as the HTTP API)."""
-    from serving.app import answer_json
+    from serving.app import AnswerOut
     from serving.store import open_store
 
     cfg = _config(ctx)
@@ -276,7 +273,7 @@ def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
     if store.live_version() is None:
         click.echo("error: nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`", err=True)
         sys.exit(1)
-    payload = answer_json(store.recommend(user_id, k))
+    payload = AnswerOut.model_validate(store.recommend(user_id, k), from_attributes=True).model_dump()
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return

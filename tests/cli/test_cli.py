@@ -1,0 +1,75 @@
+"""The `fusionrec` command line: --help everywhere, one clear line and a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fusionrec.cli import cli
+
+COMMANDS = sorted(cli.commands)
+
+
+def test_every_command_has_help() -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--help"]).exit_code == 0
+    for name in COMMANDS:
+        result = runner.invoke(cli, [name, "--help"])
+        assert result.exit_code == 0, name
+        first_words = " ".join((cli.commands[name].help or "").split()[:3])
+        assert "Usage:" in result.output and first_words and first_words in " ".join(result.output.split())
+
+
+def test_expected_commands_exist() -> None:
+    expected = {"ingest", "validate", "version", "split", "features", "train", "fuse", "evaluate", "register",
+                "approve", "reject", "promote", "rollback", "serve", "recommend", "status", "run"}
+    assert expected <= set(COMMANDS)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("user_id,timestamp\nu1,1600000000\n", "missing required column 'item_id'"),
+        ("user_id,item_id,rating,timestamp\nu1,i1,five,1600000000\n", "row 1, column 'rating': 'five' is not a number"),
+        ("", "file is empty"),
+    ],
+)
+def test_bad_ingest_input_is_one_line_and_nonzero(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    # the installed console script, as a user runs it
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "fusionrec"), "--home", str(tmp_path / "h"), "ingest",
+         "--interactions", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "bad.csv" in errors[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_ingest_json_and_run_settings_are_remembered(tmp_path: Path) -> None:
+    runner = CliRunner()
+    home = tmp_path / "h"
+    result = runner.invoke(cli, ["--home", str(home), "ingest", "--dataset", "instacart", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["rows"]["interactions"] == 150_000
+    saved = json.loads((home / "run.json").read_text())
+    assert saved["source"]["dataset"] == "instacart"
+
+
+def test_dataset_and_file_are_exclusive(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "ingest", "--dataset", "ml-100k",
+                                      "--interactions", "x.csv"])
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_recommend_before_promotion_is_a_clear_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "recommend", "1"])
+    assert result.exit_code == 1 and "nothing promoted yet" in result.output
