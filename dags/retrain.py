@@ -1,0 +1,272 @@
+"""FusionRec retrain DAG: thin Airflow wiring around the stage functions in ``pipelines/``.
+
+Every task builds one ``RunConfig`` from the DAG params and the Airflow run id, calls one stage and returns
+the stage result's ``to_dict()`` (small: paths, counts, metrics) for XCom. No business logic lives here.
+
+Heavy libraries (pipelines.*, TensorFlow, MLflow, Feast, GX) are imported inside task bodies only: the
+dag-processor re-parses this file constantly and must stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, TriggerRule, dag, task
+
+DAG_ID = "fusionrec_retrain"
+AUTO_APPROVE_TASK = "auto_approve"
+HUMAN_APPROVAL_TASK = "human_approval"
+UI_APPROVER = "airflow-ui"  # recorded when the HITL response carries no user name
+
+DOC_MD = """
+### FusionRec retrain
+
+`ingest → validate → version_data → split → build_features → train → fuse_and_select → evaluate → register
+→ approval gate → promote`
+
+* **ingest** – bundled dataset (`dataset` param) or your own files (`interactions_file`, wins when set) into
+  canonical parquet tables.
+* **validate** – Great Expectations checks; failing rows go to quarantine, the run fails above the reject limit.
+* **version_data** – DVC snapshot of the validated data.
+* **split / build_features** – evaluation split and the Feast feature repo (offline + online store).
+* **train** – candidate models (`models` param) tuned with Optuna (`n_trials` per model), logged to MLflow.
+* **fuse_and_select / evaluate** – blend the candidates, pick the best on validation, score it on test.
+* **register** – registers the winner in MLflow with alias `challenger`.
+* **approval gate** – with `auto_approve=true` the challenger is approved by the DAG itself
+  (`auto_approve` task). Otherwise `human_approval` waits (up to 7 days) for a reviewer; no answer counts as
+  *Reject*.
+* **promote** – the approved challenger becomes `champion` and its recommendations go to the serving store.
+  It runs only after an approval; *Reject* skips it and the challenger stays unpromoted.
+
+Runs `@daily` (set `FUSIONREC_RETRAIN_SCHEDULE` for another cron/preset), one run at a time, no catch-up.
+
+#### How to approve
+* **UI**: open this run → task `human_approval` → *Required actions*, read the metrics, optionally write a
+  comment, press *Approve* or *Reject*.
+* **REST API**: `PATCH /api/v2/dags/fusionrec_retrain/dagRuns/{run_id}/taskInstances/human_approval/-1/hitlDetails`
+  with body `{"chosen_options": ["Approve"], "params_input": {"comment": "looks good"}}`.
+* **No reviewer** (CI, scripted runs): trigger with `{"auto_approve": true}`. `airflow dags test` without it
+  waits at `human_approval` until someone answers through the UI or REST API of an api-server on the same
+  metadata DB.
+"""
+
+APPROVAL_SUBJECT = (
+    "Promote FusionRec challenger v{{ ti.xcom_pull(task_ids='register')['version'] }} to champion?"
+)
+
+# Rendered by Jinja at run time from the XComs of the earlier stages; shows whatever metrics they report.
+APPROVAL_BODY = """
+**Run** `{{ run_id }}` · dataset `{{ params.interactions_file or params.dataset }}` · models
+`{{ params.models | join(', ') }}`
+
+#### Challenger (register)
+{% for key, value in (ti.xcom_pull(task_ids='register') or {}).items() -%}
+- **{{ key }}**: `{{ value }}`
+{% endfor %}
+#### Validation (fuse_and_select)
+{% for key, value in (ti.xcom_pull(task_ids='fuse_and_select') or {}).items() -%}
+- **{{ key }}**: `{{ value }}`
+{% endfor %}
+#### Test (evaluate)
+{% for key, value in (ti.xcom_pull(task_ids='evaluate') or {}).items() -%}
+- **{{ key }}**: `{{ value }}`
+{% endfor %}
+*Approve* makes this version `champion` and refreshes the serving store; *Reject* leaves the current champion.
+"""
+
+
+def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, Any]:
+    """Map DAG params (+ the Airflow run id) to ``RunConfig.from_env`` keyword overrides."""
+    own_files = bool(params.get("interactions_file"))
+    return {
+        "home": params.get("home"),  # None: FUSIONREC_HOME from the environment
+        "source": {
+            "dataset": None if own_files else params.get("dataset"),
+            "interactions": params.get("interactions_file"),
+            "items": params.get("items_file"),
+            "users": params.get("users_file"),
+        },
+        "n_trials": params.get("n_trials"),
+        "models": params.get("models"),
+        "auto_approve": params.get("auto_approve"),
+        "run_id": run_id,
+    }
+
+
+def approval_route(auto_approve: bool) -> str:
+    """The task id the approval branch follows."""
+    return AUTO_APPROVE_TASK if auto_approve else HUMAN_APPROVAL_TASK
+
+
+def reviewer_and_comment(decision: dict[str, Any]) -> tuple[str, str]:
+    """Who approved and why, from the ApprovalOperator's XCom (``responded_by_user``, ``params_input``)."""
+    reviewer = (decision.get("responded_by_user") or {}).get("name") or UI_APPROVER
+    comment = (decision.get("params_input") or {}).get("comment") or "approved in Airflow"
+    return reviewer, comment
+
+
+def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusionrec.config.RunConfig
+    from fusionrec.config import RunConfig
+
+    return RunConfig.from_env(**config_overrides(params or {}, run_id))
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=os.environ.get("FUSIONREC_RETRAIN_SCHEDULE", "@daily"),  # cron or preset, e.g. "@weekly"
+    start_date=datetime(2025, 1, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    default_args={"owner": "fusionrec", "retries": 0},
+    tags=["fusionrec", "retrain", "mlops"],
+    doc_md=DOC_MD,
+    params={
+        "dataset": Param(
+            "ml-100k",
+            type="string",
+            enum=["ml-100k", "instacart"],
+            description="Bundled dataset (ignored when interactions_file is set).",
+        ),
+        "interactions_file": Param(
+            None, type=["null", "string"], description="Your interactions file (csv/parquet)."
+        ),
+        "items_file": Param(None, type=["null", "string"], description="Optional items file."),
+        "users_file": Param(None, type=["null", "string"], description="Optional users file."),
+        "n_trials": Param(4, type="integer", minimum=1, description="Optuna trials per model."),
+        "models": Param(
+            ["ease", "two_tower"],
+            type="array",
+            items={"type": "string"},
+            minItems=1,
+            description="Candidate model names (models/registry.py).",
+        ),
+        "auto_approve": Param(False, type="boolean", description="Skip the human approval gate."),
+        "home": Param(None, type=["null", "string"], description="Override FUSIONREC_HOME."),
+    },
+)
+def fusionrec_retrain() -> None:
+    @task
+    def ingest(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.ingest import ingest as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def validate(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.validate import validate as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def version_data(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.version import version_data as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def split(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.split import split as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def build_features(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.features import build_features as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def train(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.train import train as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def fuse_and_select(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.fuse import fuse_and_select as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def evaluate(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.evaluate import evaluate as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task
+    def register(params: dict | None = None, run_id: str | None = None) -> dict:
+        """Registers the selected model as ``challenger``; the result carries its ``version``."""
+        from pipelines.register import register as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    @task.branch
+    def choose_approval_path(params: dict | None = None) -> str:
+        """``auto_approve`` when the run asked for it, else the human approval gate."""
+        return approval_route(bool((params or {}).get("auto_approve")))
+
+    @task(task_id=AUTO_APPROVE_TASK)
+    def auto_approve(version: str, params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.approve import approve
+
+        cfg = _run_config(params, run_id)
+        return approve(
+            cfg, version, by="airflow:auto", comment="auto-approved by DAG param", auto=True
+        ).to_dict()
+
+    @task
+    def record_approval(
+        version: str, decision: dict, params: dict | None = None, run_id: str | None = None
+    ) -> dict:
+        """Records the reviewer's *Approve* (a *Reject* skips this task: ApprovalOperator skips downstream)."""
+        from pipelines.approve import approve
+
+        reviewer, comment = reviewer_and_comment(decision)
+        cfg = _run_config(params, run_id)
+        return approve(cfg, version, by=reviewer, comment=comment, auto=False).to_dict()
+
+    # Runs after exactly one approval path succeeded; skipped when both are skipped (human Reject).
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+    def promote(params: dict | None = None, run_id: str | None = None) -> dict:
+        from pipelines.promote import promote as run_stage
+
+        return run_stage(_run_config(params, run_id)).to_dict()
+
+    registered = register()
+    (
+        ingest()
+        >> validate()
+        >> version_data()
+        >> split()
+        >> build_features()
+        >> train()
+        >> fuse_and_select()
+        >> evaluate()
+        >> registered
+    )
+    branch = choose_approval_path()
+    registered >> branch
+
+    human_approval = ApprovalOperator(
+        task_id=HUMAN_APPROVAL_TASK,
+        subject=APPROVAL_SUBJECT,
+        body=APPROVAL_BODY,
+        defaults="Reject",  # applied by the scheduler when the response times out
+        response_timeout=timedelta(days=7),
+        params={
+            "comment": Param("", type="string", description="Why approve / reject (recorded in MLflow).")
+        },
+    )
+    approved_by_dag = auto_approve(registered["version"])
+    approved_by_human = record_approval(registered["version"], human_approval.output)
+    branch >> [approved_by_dag, human_approval]
+
+    # promote must depend on the approval tasks only: another successful upstream (e.g. register) would
+    # let none_failed_min_one_success run it after a Reject.
+    [approved_by_dag, approved_by_human] >> promote()
+
+
+retrain_dag = fusionrec_retrain()
