@@ -78,17 +78,21 @@ def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
     item_ids = np.array(sorted(train["item_id"].unique()), dtype=object)
     fit_matrix = interaction_matrix(splits["fit"], user_ids, item_ids)
     train_matrix = interaction_matrix(train, user_ids, item_ids)
-    user_features = item_features = None
+    fit_features: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+    train_features: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
     if with_features:
-        from pipelines.features import training_features
+        from pipelines.features import feature_store, training_features
 
-        as_of = pd.Timestamp(train["timestamp"].max())
-        user_features, item_features = training_features(cfg, list(user_ids), list(item_ids), as_of)
+        # Point-in-time: tuning sees features as of the end of the fit data, final training as of the end of train.
+        store = feature_store(cfg)
+        ids = (list(user_ids), list(item_ids))
+        fit_features = training_features(cfg, *ids, pd.Timestamp(splits["fit"]["timestamp"].max()), store=store)
+        train_features = training_features(cfg, *ids, pd.Timestamp(train["timestamp"].max()), store=store)
     repeats = cfg.effective_protocol in REPEATS_ALLOWED
     return SplitData(
-        fit=InteractionData(fit_matrix, user_ids, item_ids, user_features, item_features),
+        fit=InteractionData(fit_matrix, user_ids, item_ids, *fit_features),
         valid=held_out(splits["valid"], user_ids, item_ids, fit_matrix, repeats),
-        train=InteractionData(train_matrix, user_ids, item_ids, user_features, item_features),
+        train=InteractionData(train_matrix, user_ids, item_ids, *train_features),
         test=held_out(splits["test"], user_ids, item_ids, train_matrix, repeats),
     )
 

@@ -1,0 +1,147 @@
+"""FusionRec's Feast objects: entities, offline sources, feature views and feature services.
+
+Declarative only: the features themselves are computed by ``pipelines/features.py``, which writes the Parquet
+snapshots read here and calls ``feature_objects(cfg.paths.features)``. The module-level names at the bottom are
+what ``feast apply`` finds when a human runs the CLI in this folder (see ``feature_store.yaml``); their source
+paths follow ``FUSIONREC_FEATURES_DIR`` or ``$FUSIONREC_HOME/features``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64, Int64, String
+
+USER_PROFILE_FILE = "user_profile.parquet"
+ITEM_STATS_FILE = "item_stats.parquet"
+TIMESTAMP_FIELD = "event_timestamp"
+
+# ttl 0 = a snapshot stays valid until the next one; point-in-time joins pick the latest snapshot <= as_of.
+_NO_EXPIRY = timedelta(0)
+
+USER_PROFILE_SCHEMA = [
+    Field(name="n_interactions", dtype=Int64, description="events up to the snapshot"),
+    Field(name="n_items", dtype=Int64, description="distinct items interacted with"),
+    Field(name="n_ratings", dtype=Int64, description="events carrying an explicit rating"),
+    Field(name="n_purchases", dtype=Int64, description="purchase events"),
+    Field(name="mean_rating", dtype=Float64, description="mean explicit rating (null without ratings)"),
+    Field(name="recency_days", dtype=Float64, description="days from the last event to the snapshot"),
+    Field(name="active_days", dtype=Float64, description="days between first and last event"),
+    Field(name="favourite_category", dtype=String, description="most frequent item category ('' if none)"),
+]
+
+ITEM_STATS_SCHEMA = [
+    Field(name="popularity", dtype=Int64, description="events on the item up to the snapshot"),
+    Field(name="n_users", dtype=Int64, description="distinct users who interacted"),
+    Field(name="mean_rating", dtype=Float64, description="mean explicit rating (null without ratings)"),
+    Field(name="category", dtype=String, description="item category or first genre ('' if unknown)"),
+    Field(name="year", dtype=Int64, description="release year (null if unknown)"),
+    Field(name="price", dtype=Float64, description="price (null if unknown)"),
+]
+
+
+@dataclass(frozen=True)
+class FeatureRepo:
+    """Every Feast object of the project, bound to one features folder."""
+
+    user: Entity
+    item: Entity
+    user_profile_source: FileSource
+    item_stats_source: FileSource
+    user_profile: FeatureView
+    item_stats: FeatureView
+    two_tower_features: FeatureService
+    user_online: FeatureService
+
+    def objects(self) -> list:
+        """All objects, in the order ``FeatureStore.apply`` takes them."""
+        return [
+            self.user,
+            self.item,
+            self.user_profile_source,
+            self.item_stats_source,
+            self.user_profile,
+            self.item_stats,
+            self.two_tower_features,
+            self.user_online,
+        ]
+
+
+def feature_objects(features_dir: Path) -> FeatureRepo:
+    """The project's Feast objects with offline sources read from ``features_dir`` (absolute paths)."""
+    features_dir = Path(features_dir).resolve()
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a shopper")
+    item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a product")
+    user_profile_source = FileSource(
+        name="user_profile_source",
+        path=str(features_dir / USER_PROFILE_FILE),
+        timestamp_field=TIMESTAMP_FIELD,
+        description="cumulative per-user snapshots computed from the training split",
+    )
+    item_stats_source = FileSource(
+        name="item_stats_source",
+        path=str(features_dir / ITEM_STATS_FILE),
+        timestamp_field=TIMESTAMP_FIELD,
+        description="cumulative per-item snapshots computed from the training split",
+    )
+    user_profile = FeatureView(
+        name="user_profile",
+        entities=[user],
+        ttl=_NO_EXPIRY,
+        schema=USER_PROFILE_SCHEMA,
+        source=user_profile_source,
+        online=True,
+        tags={"owner": "fusionrec", "stage": "features"},
+    )
+    item_stats = FeatureView(
+        name="item_stats",
+        entities=[item],
+        ttl=_NO_EXPIRY,
+        schema=ITEM_STATS_SCHEMA,
+        source=item_stats_source,
+        online=True,
+        tags={"owner": "fusionrec", "stage": "features"},
+    )
+    two_tower_features = FeatureService(
+        name="two_tower_features",
+        features=[user_profile, item_stats],
+        description="side features of the two-tower model (historical retrieval for training)",
+    )
+    user_online = FeatureService(
+        name="user_online",
+        features=[user_profile],
+        description="user features read online at serving time",
+    )
+    return FeatureRepo(
+        user=user,
+        item=item,
+        user_profile_source=user_profile_source,
+        item_stats_source=item_stats_source,
+        user_profile=user_profile,
+        item_stats=item_stats,
+        two_tower_features=two_tower_features,
+        user_online=user_online,
+    )
+
+
+def default_features_dir() -> Path:
+    """``FUSIONREC_FEATURES_DIR``, else ``$FUSIONREC_HOME/features`` (the CLI's view of the layout)."""
+    if explicit := os.environ.get("FUSIONREC_FEATURES_DIR"):
+        return Path(explicit).expanduser()
+    return Path(os.environ.get("FUSIONREC_HOME", ".fusionrec")).expanduser() / "features"
+
+
+# What `feast apply` registers when run in this folder.
+_cli_repo = feature_objects(default_features_dir())
+user = _cli_repo.user
+item = _cli_repo.item
+user_profile_source = _cli_repo.user_profile_source
+item_stats_source = _cli_repo.item_stats_source
+user_profile = _cli_repo.user_profile
+item_stats = _cli_repo.item_stats
+two_tower_features = _cli_repo.two_tower_features
+user_online = _cli_repo.user_online
