@@ -80,6 +80,8 @@ def cli(ctx: click.Context, home: str, serving_store: str | None, online_store: 
     """FusionRec: ingest, validate, version, featurize, train, fuse, register, approve, promote and serve."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("great_expectations", "feast", "mlflow", "alembic", "dvc", "urllib3", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx.obj = {"home": home, "globals": {"serving_store": serving_store, "online_store": online_store}}
 
 
