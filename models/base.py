@@ -73,10 +73,13 @@ class Recommender:
     def recommend(
         self, user_idx: np.ndarray, k: int, exclude: sp.csr_matrix | None = None, batch_size: int = 1024
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k item indices and scores per user, best first; ``exclude`` rows mask already-seen items."""
+        """Top-k item indices and scores per user, best first; ``exclude`` rows mask already-seen items.
+
+        Masked items score -inf; callers drop those (and -1 slots when k exceeds the catalogue)."""
         user_idx = np.asarray(user_idx)
-        all_items = np.empty((len(user_idx), k), dtype=np.int64)
-        all_scores = np.empty((len(user_idx), k), dtype=np.float64)
+        # Slots beyond the catalogue size stay empty: item -1, score -inf.
+        all_items = np.full((len(user_idx), k), -1, dtype=np.int64)
+        all_scores = np.full((len(user_idx), k), -np.inf, dtype=np.float64)
         for start in range(0, len(user_idx), batch_size):
             batch = user_idx[start : start + batch_size]
             scores = np.asarray(self.score(batch), dtype=np.float64).copy()

@@ -65,7 +65,7 @@ class Bundle:
         return {
             str(self.user_ids[u]): [
                 (str(self.item_ids[i]), float(s)) for i, s in zip(items[u], scores[u], strict=True)
-                if np.isfinite(s)
+                if i >= 0 and np.isfinite(s)
             ]
             for u in users
         }
@@ -76,4 +76,6 @@ class Bundle:
         if len(position) == 0:
             return self.popular(k), True
         items, scores = self.model.recommend(position, k, exclude=None if self.repeats else self.seen)
-        return [(str(self.item_ids[i]), float(s)) for i, s in zip(items[0], scores[0], strict=True)], False
+        ranked = [(str(self.item_ids[i]), float(s)) for i, s in zip(items[0], scores[0], strict=True)
+                  if i >= 0 and np.isfinite(s)]
+        return ranked, False

@@ -10,7 +10,7 @@ from models.base import Recommender
 from pipelines.bundle import Bundle
 from pipelines.splitdata import evaluate_recommender, load_split_data
 from pipelines.stage import StageResult, load_report
-from pipelines.tracking import lineage_tags, setup_mlflow
+from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def evaluate(cfg: RunConfig) -> EvaluationResult:
         mlflow.set_tag("selected", selection["selected"])
         mlflow.log_param("test_users", data.test.n_users)
         for name, metrics in test.items():
-            mlflow.log_metrics({f"{name}.test_{k}": v for k, v in metrics.items()})
+            mlflow.log_metrics(mlflow_metrics({f"{name}.test_{k}": v for k, v in metrics.items()}))
     for name, metrics in test.items():
         log.info("test %-10s %s", name, "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     result = EvaluationResult(

@@ -16,7 +16,7 @@ from models.blend import WeightedBlend, normalize_scores
 from pipelines.bundle import Bundle
 from pipelines.splitdata import REPEATS_ALLOWED, HeldOut, evaluate_scores, load_split_data
 from pipelines.stage import StageResult, load_report
-from pipelines.tracking import lineage_tags, setup_mlflow
+from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
 
 log = logging.getLogger(__name__)
@@ -97,7 +97,7 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
         mlflow.set_tags({"selected": selected, "selection_reason": reason})
         mlflow.log_params({f"weight.{n}": round(w, 4) for n, w in weights.items()} | {"selected": selected})
         for name, metrics in candidates.items():
-            mlflow.log_metrics({f"{name}.valid_{k}": v for k, v in metrics.items()})
+            mlflow.log_metrics(mlflow_metrics({f"{name}.valid_{k}": v for k, v in metrics.items()}))
     log.info("selected %s: %s", selected, reason)
     result = SelectionResult(selected, reason, candidates, weights, str(bundle_dir), run.info.run_id)
     result.save(cfg.paths.reports, "select")

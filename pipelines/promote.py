@@ -8,6 +8,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
 from fusionrec.config import RunConfig
 from pipelines.bundle import Bundle
 from pipelines.register import CHAMPION
@@ -47,7 +49,9 @@ def load_champion_bundle(cfg: RunConfig) -> tuple[str, Bundle]:
             f"model {cfg.registered_model!r} has no {CHAMPION}: approve a version first (fusionrec approve)"
         ) from exc
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.registered_model}@{CHAMPION}"))
-    return str(version.version), Bundle.load(local / "artifacts" / "bundle")
+    # The pyfunc's MLmodel says where its "bundle" artifact was copied inside the model folder.
+    pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    return str(version.version), Bundle.load(local / pyfunc["artifacts"]["bundle"]["path"])
 
 
 def promote(cfg: RunConfig) -> PromoteResult:

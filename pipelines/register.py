@@ -11,7 +11,7 @@ import pandas as pd
 
 from fusionrec.config import RunConfig
 from pipelines.stage import StageResult, load_report
-from pipelines.tracking import REPO_ROOT, lineage_tags, setup_mlflow
+from pipelines.tracking import REPO_ROOT, lineage_tags, mlflow_metrics, setup_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def register(cfg: RunConfig) -> RegisterResult:
     valid = selection["candidates"][selection["selected"]]
     setup_mlflow(cfg)
     with mlflow.start_run(run_name=f"register-{cfg.source.name}", tags=tags | {"stage": "register"}) as run:
-        mlflow.log_metrics({f"test_{k}": v for k, v in test.items()} | {f"valid_{k}": v for k, v in valid.items()})
+        mlflow.log_metrics(mlflow_metrics({f"test_{k}": v for k, v in test.items()} | {f"valid_{k}": v for k, v in valid.items()}))
         info = mlflow.pyfunc.log_model(
             name="recommender",
             python_model=python_model,

@@ -74,3 +74,8 @@ def lineage_tags(cfg: RunConfig) -> dict[str, str]:
     if cfg.run_id:
         tags["airflow_run_id"] = cfg.run_id
     return tags
+
+
+def mlflow_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """MLflow metric names may not contain "@": ``ndcg@10`` is logged as ``ndcg_at_10``."""
+    return {key.replace("@", "_at_"): float(value) for key, value in metrics.items()}

@@ -14,7 +14,7 @@ from models.base import Recommender
 from models.registry import create_model, get_model_class
 from pipelines.splitdata import SplitData, evaluate_recommender, load_split_data
 from pipelines.stage import StageResult
-from pipelines.tracking import lineage_tags, setup_mlflow
+from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
             mlflow.log_params(params)
             model, seconds = _fit_timed(name, params, data.fit)
             metrics = evaluate_recommender(model, data.valid, cfg.k)
-            mlflow.log_metrics({f"valid_{k}": v for k, v in metrics.items()} | {"fit_seconds": seconds})
+            mlflow.log_metrics(mlflow_metrics({f"valid_{k}": v for k, v in metrics.items()} | {"fit_seconds": seconds}))
         log.info("%s trial %d: %s=%.4f (%.1fs) %s", name, trial.number, metric, metrics[metric], seconds, params)
         if metrics[metric] > best["value"]:
             best.update(value=metrics[metric], metrics=metrics, params=params)
@@ -88,7 +88,7 @@ def train(cfg: RunConfig) -> TrainResult:
         mlflow.log_params({"n_users": data.train.n_users, "n_items": data.train.n_items})
         for name in cfg.models:
             reports[name] = tune_model(name, data, cfg)
-            mlflow.log_metrics({f"{name}.valid_{k}": v for k, v in reports[name]["valid"].items()})
+            mlflow.log_metrics(mlflow_metrics({f"{name}.valid_{k}": v for k, v in reports[name]["valid"].items()}))
             mlflow.log_params({f"{name}.{k}": v for k, v in reports[name]["best_params"].items()})
     result = TrainResult(models=reports, mlflow_run_id=run.info.run_id, artifacts=str(cfg.paths.artifacts))
     result.save(cfg.paths.reports, "train")
