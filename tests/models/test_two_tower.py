@@ -1,0 +1,84 @@
+"""TwoTower: shapes, side features, determinism, persistence, tuning and ML-100k quality."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from models.base import InteractionData, Recommender
+from models.two_tower import TwoTower
+from tests.models.conftest import Evaluate, Split
+
+# Small and hot enough to learn the two clusters of the tiny data in well under a second.
+TINY = {"embedding_dim": 8, "epochs": 40, "batch_size": 8, "learning_rate": 0.05, "temperature": 0.2}
+
+
+def without_features(data: InteractionData) -> InteractionData:
+    return InteractionData(data.matrix, data.user_ids, data.item_ids)
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny: InteractionData) -> TwoTower:
+    return TwoTower(**TINY, seed=1).fit(tiny)
+
+
+def test_scores_are_dot_products_of_unit_embeddings(fitted: TwoTower, tiny: InteractionData) -> None:
+    scores = fitted.score(np.array([0, 5, 11]))
+    assert scores.shape == (3, tiny.n_items)
+    assert fitted.user_embeddings_.shape == (12, 8) and fitted.item_embeddings_.shape == (8, 8)
+    np.testing.assert_allclose(np.linalg.norm(fitted.item_embeddings_, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(scores, fitted.user_embeddings_[[0, 5, 11]] @ fitted.item_embeddings_.T)
+
+
+def test_learns_clusters_and_recommend_excludes_seen(fitted: TwoTower, tiny: InteractionData) -> None:
+    items, _ = fitted.recommend(np.arange(12), k=2, exclude=tiny.matrix)
+    for user, row in enumerate(items):
+        assert not set(row) & set(tiny.matrix[user].indices)
+        cluster = range(0, 4) if user < 6 else range(4, 8)
+        assert row[0] in cluster, f"user {user} got {row}"
+
+
+def test_same_seed_same_model_other_seed_differs(fitted: TwoTower, tiny: InteractionData) -> None:
+    again = TwoTower(**TINY, seed=1).fit(tiny)
+    np.testing.assert_array_equal(again.score(np.arange(12)), fitted.score(np.arange(12)))
+    other = TwoTower(**TINY, seed=2).fit(tiny)
+    assert not np.allclose(other.score(np.arange(12)), fitted.score(np.arange(12)))
+
+
+def test_side_features_change_the_model(fitted: TwoTower, tiny: InteractionData) -> None:
+    ids_only = TwoTower(**TINY, seed=1).fit(without_features(tiny))
+    assert ids_only.score(np.arange(12)).shape == (12, 8)
+    assert not np.allclose(ids_only.score(np.arange(12)), fitted.score(np.arange(12)))
+
+
+def test_save_load_round_trip(fitted: TwoTower, tmp_path: Path) -> None:
+    fitted.save(tmp_path / "tt")
+    loaded = Recommender.load(tmp_path / "tt")
+    assert isinstance(loaded, TwoTower) and loaded.params == fitted.params
+    np.testing.assert_array_equal(loaded.score(np.arange(12)), fitted.score(np.arange(12)))
+
+
+def test_search_space_gives_constructor_kwargs() -> None:
+    trial = optuna.trial.FixedTrial(
+        {"embedding_dim": 32, "epochs": 5, "learning_rate": 0.01, "temperature": 0.1}
+    )
+    model = TwoTower(**TwoTower.search_space(trial))
+    assert (model.embedding_dim, model.epochs, model.learning_rate, model.temperature) == (32, 5, 0.01, 0.1)
+
+
+@pytest.mark.slow
+def test_ml100k_quality_and_speed(ml100k: Split, ml100k_ndcg: Evaluate) -> None:
+    start = time.perf_counter()
+    model = TwoTower().fit(ml100k.train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    model.score(np.arange(ml100k.train.n_users))
+    score_seconds = time.perf_counter() - start
+    quality = ml100k_ndcg(model)
+    print(f"two-tower ML-100k nDCG@10={quality:.4f} fit {fit_seconds:.2f}s score-all {score_seconds:.3f}s")
+    assert quality > 0.35
+    assert fit_seconds < 60
