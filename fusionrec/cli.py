@@ -28,8 +28,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.validate import DataValidationError
     from serving.store import ServingStoreError
 
-    return (UserError, IngestError, DataValidationError, DatasetNotInstalled, ApprovalError, PromotionError,
-            ServingStoreError, FileNotFoundError)
+    return (
+        UserError,
+        IngestError,
+        DataValidationError,
+        DatasetNotInstalled,
+        ApprovalError,
+        PromotionError,
+        ServingStoreError,
+        FileNotFoundError,
+    )
 
 
 def _config(ctx: click.Context, **overrides: Any) -> RunConfig:
@@ -51,7 +59,9 @@ def _emit(result: Any, as_json: bool) -> None:
         click.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
     else:
         for key, value in payload.items():
-            click.echo(f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}")
+            click.echo(
+                f"{key}: {json.dumps(value, default=str) if isinstance(value, dict | list) else value}"
+            )
 
 
 def _run(stage: Callable[[RunConfig], Any], cfg: RunConfig, as_json: bool = False) -> Any:
@@ -68,26 +78,48 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print the re
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="FUSIONREC_HOME", default=".fusionrec", show_default=True,
-              help="Folder holding this deployment's data, MLflow DB, feature store and serving store.")
-@click.option("--serving-store", type=click.Choice(["sqlite", "redis"]), default=None,
-              help="Serving store backend (env FUSIONREC_SERVING_STORE).")
-@click.option("--online-store", type=click.Choice(["sqlite", "redis"]), default=None,
-              help="Feast online store backend (env FUSIONREC_ONLINE_STORE).")
+@click.option(
+    "--home",
+    envvar="FUSIONREC_HOME",
+    default=".fusionrec",
+    show_default=True,
+    help="Folder holding this deployment's data, MLflow DB, feature store and serving store.",
+)
+@click.option(
+    "--serving-store",
+    type=click.Choice(["sqlite", "redis"]),
+    default=None,
+    help="Serving store backend (env FUSIONREC_SERVING_STORE).",
+)
+@click.option(
+    "--online-store",
+    type=click.Choice(["sqlite", "redis"]),
+    default=None,
+    help="Feast online store backend (env FUSIONREC_ONLINE_STORE).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
-def cli(ctx: click.Context, home: str, serving_store: str | None, online_store: str | None, verbose: bool) -> None:
+def cli(
+    ctx: click.Context, home: str, serving_store: str | None, online_store: str | None, verbose: bool
+) -> None:
     """FusionRec: ingest, validate, version, featurize, train, fuse, register, approve, promote and serve."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     for noisy in ("great_expectations", "feast", "mlflow", "alembic", "dvc", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     ctx.obj = {"home": home, "globals": {"serving_store": serving_store, "online_store": online_store}}
 
 
 @cli.command()
-@click.option("--dataset", type=click.Choice(["ml-100k", "instacart"]), default=None,
-              help="A bundled public dataset (default ml-100k when no file is given).")
+@click.option(
+    "--dataset",
+    type=click.Choice(["ml-100k", "instacart"]),
+    default=None,
+    help="A bundled public dataset (default ml-100k when no file is given).",
+)
 @click.option("--interactions", type=click.Path(dir_okay=False), help="CSV or Parquet file of interactions.")
 @click.option("--items", type=click.Path(dir_okay=False), help="Optional item catalogue file.")
 @click.option("--users", type=click.Path(dir_okay=False), help="Optional users file.")
@@ -98,17 +130,35 @@ def cli(ctx: click.Context, home: str, serving_store: str | None, online_store: 
 @click.option("--event-col", default="event_type", show_default=True)
 @json_option
 @click.pass_context
-def ingest(ctx: click.Context, dataset: str | None, interactions: str | None, items: str | None,
-           users: str | None, user_col: str, item_col: str, rating_col: str, timestamp_col: str,
-           event_col: str, as_json: bool) -> None:
+def ingest(
+    ctx: click.Context,
+    dataset: str | None,
+    interactions: str | None,
+    items: str | None,
+    users: str | None,
+    user_col: str,
+    item_col: str,
+    rating_col: str,
+    timestamp_col: str,
+    event_col: str,
+    as_json: bool,
+) -> None:
     """Read a dataset or files into canonical Parquet tables."""
     from pipelines.ingest import ingest as run_ingest
 
     if dataset and interactions:
         raise click.UsageError("give either --dataset or --interactions, not both")
-    source = {"dataset": None if interactions else (dataset or "ml-100k"), "interactions": interactions,
-              "items": items, "users": users, "user_col": user_col, "item_col": item_col,
-              "rating_col": rating_col, "timestamp_col": timestamp_col, "event_col": event_col}
+    source = {
+        "dataset": None if interactions else (dataset or "ml-100k"),
+        "interactions": interactions,
+        "items": items,
+        "users": users,
+        "user_col": user_col,
+        "item_col": item_col,
+        "rating_col": rating_col,
+        "timestamp_col": timestamp_col,
+        "event_col": event_col,
+    }
     cfg = _config(ctx, source=source)
     _run(run_ingest, cfg, as_json)
     (cfg.home / RUN_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -136,8 +186,12 @@ def version(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--protocol", type=click.Choice(["msr", "temporal", "next-basket"]), default=None,
-              help="Evaluation protocol (default: the dataset's).")
+@click.option(
+    "--protocol",
+    type=click.Choice(["msr", "temporal", "next-basket"]),
+    default=None,
+    help="Evaluation protocol (default: the dataset's).",
+)
 @json_option
 @click.pass_context
 def split(ctx: click.Context, protocol: str | None, as_json: bool) -> None:
@@ -273,14 +327,18 @@ def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
     cfg = _config(ctx)
     store = open_store(cfg)
     if store.live_version() is None:
-        click.echo("error: nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`", err=True)
+        click.echo(
+            "error: nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`", err=True
+        )
         sys.exit(1)
     payload = AnswerOut.model_validate(store.recommend(user_id, k), from_attributes=True).model_dump()
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return
-    click.echo(f"user {payload['user_id']}  model {payload['model_version']}"
-               f"{'  (cold start: popular items)' if payload['cold_start'] else ''}")
+    click.echo(
+        f"user {payload['user_id']}  model {payload['model_version']}"
+        f"{'  (cold start: popular items)' if payload['cold_start'] else ''}"
+    )
     for rank, item in enumerate(payload["items"], start=1):
         click.echo(f"{rank:>3}. {item['item_id']:<12} {item['score']:.4f}")
 
@@ -292,7 +350,34 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """Champion, challenger (version, metrics, data hash, commit, GX result) and the live serving version."""
     from pipelines.status import status as run_status
 
-    _run(run_status, _config(ctx), as_json)
+    cfg = _config(ctx)
+    if as_json:
+        _run(run_status, cfg, as_json=True)
+        return
+    try:
+        state = run_status(cfg)
+    except _user_errors() as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    for alias in ("champion", "challenger"):
+        entry = state[alias]
+        if entry is None:
+            click.echo(f"{alias:<11} none")
+            continue
+        metrics = "  ".join(f"{k}={v:.4f}" for k, v in sorted(entry["test_metrics"].items()))
+        approval = entry["approval"]
+        click.echo(
+            f"{alias:<11} v{entry['version']} ({entry['selected']}, {entry['dataset']}, {entry['protocol']})"
+            f"  approval: {approval.get('status', '-')} by {approval.get('by', '-')} {approval.get('at', '')}"
+        )
+        click.echo(f"{'':<11} test: {metrics}")
+        click.echo(f"{'':<11} data: dvc {entry['dvc_data_hash']}  code: git {entry['git_commit'][:12]}")
+        click.echo(f"{'':<11} checks: {entry['gx_result']}")
+    serving = state["serving"]
+    click.echo(
+        f"{'serving':<11} {serving['store']}: live {serving['live_version']}"
+        f"  (previous {serving['previous_version']})"
+    )
 
 
 @cli.command("run")

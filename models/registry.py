@@ -10,6 +10,7 @@ from models.base import Recommender
 # name -> "module:Class"; imported lazily so TensorFlow loads only when a deep model is asked for.
 _MODELS: dict[str, str] = {
     "popularity": "models.popularity:Popularity",
+    "buy_again": "models.buy_again:BuyAgain",
     "ease": "models.ease:EASE",
     "two_tower": "models.two_tower:TwoTower",
     "blend": "models.blend:WeightedBlend",

@@ -70,13 +70,19 @@ def decide(
     client = MlflowClient()
     version = _resolve_version(cfg, version)
     previous = _current(cfg, CHAMPION)
-    metrics = json.loads(client.get_model_version(cfg.registered_model, version).tags.get("test_metrics", "{}"))
+    metrics = json.loads(
+        client.get_model_version(cfg.registered_model, version).tags.get("test_metrics", "{}")
+    )
     status = "approved" if approved else "rejected"
     at = datetime.now(UTC).isoformat(timespec="seconds")
     for key, value in {
-        "approval.status": status, "approval.by": by, "approval.at": at,
-        "approval.auto": str(auto).lower(), "approval.comment": comment,
-        "approval.metrics": json.dumps(metrics), "approval.previous_champion": previous or "",
+        "approval.status": status,
+        "approval.by": by,
+        "approval.at": at,
+        "approval.auto": str(auto).lower(),
+        "approval.comment": comment,
+        "approval.metrics": json.dumps(metrics),
+        "approval.previous_champion": previous or "",
     }.items():
         client.set_model_version_tag(cfg.registered_model, version, key, value)
     if approved:
@@ -89,7 +95,9 @@ def decide(
     return result
 
 
-def approve(cfg: RunConfig, version: str | None, by: str, comment: str = "", auto: bool = False) -> ApprovalResult:
+def approve(
+    cfg: RunConfig, version: str | None, by: str, comment: str = "", auto: bool = False
+) -> ApprovalResult:
     return decide(cfg, version, by, comment, auto, approved=True)
 
 

@@ -60,11 +60,13 @@ class Bundle:
     def recommend_known(self, k: int, batch_size: int = 512) -> dict[str, list[tuple[str, float]]]:
         """Top-k for every known user (what promotion writes to the serving store)."""
         users = np.arange(len(self.user_ids))
-        items, scores = self.model.recommend(users, k, exclude=None if self.repeats else self.seen,
-                                             batch_size=batch_size)
+        items, scores = self.model.recommend(
+            users, k, exclude=None if self.repeats else self.seen, batch_size=batch_size
+        )
         return {
             str(self.user_ids[u]): [
-                (str(self.item_ids[i]), float(s)) for i, s in zip(items[u], scores[u], strict=True)
+                (str(self.item_ids[i]), float(s))
+                for i, s in zip(items[u], scores[u], strict=True)
                 if i >= 0 and np.isfinite(s)
             ]
             for u in users
@@ -76,6 +78,9 @@ class Bundle:
         if len(position) == 0:
             return self.popular(k), True
         items, scores = self.model.recommend(position, k, exclude=None if self.repeats else self.seen)
-        ranked = [(str(self.item_ids[i]), float(s)) for i, s in zip(items[0], scores[0], strict=True)
-                  if i >= 0 and np.isfinite(s)]
+        ranked = [
+            (str(self.item_ids[i]), float(s))
+            for i, s in zip(items[0], scores[0], strict=True)
+            if i >= 0 and np.isfinite(s)
+        ]
         return ranked, False

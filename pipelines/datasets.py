@@ -84,8 +84,10 @@ def load_instacart() -> CanonicalTables:
     orders = orders.drop_duplicates("order_id").sort_values(["user_id", "order_number"])
     # Event time = epoch + cumulative days between the user's orders + the hour of day the order was placed.
     days = orders["days_since_prior_order"].fillna(0.0).groupby(orders["user_id"]).cumsum()
-    order_time = INSTACART_EPOCH + pd.to_timedelta(days, unit="D") + pd.to_timedelta(
-        orders["order_hour_of_day"], unit="h"
+    order_time = (
+        INSTACART_EPOCH
+        + pd.to_timedelta(days, unit="D")
+        + pd.to_timedelta(orders["order_hour_of_day"], unit="h")
     )
     time_by_order = pd.Series(order_time.to_numpy(), index=orders["order_id"].to_numpy())
     timestamp = pd.to_datetime(raw["order_id"].map(time_by_order), utc=True)

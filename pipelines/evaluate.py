@@ -43,7 +43,9 @@ def evaluate(cfg: RunConfig) -> EvaluationResult:
     bundle = Bundle.load(cfg.paths.artifacts / "selected")
     test[SELECTED] = evaluate_recommender(bundle.model, data.test, cfg.k)
     setup_mlflow(cfg)
-    with mlflow.start_run(run_name=f"evaluate-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "evaluate"}) as run:
+    with mlflow.start_run(
+        run_name=f"evaluate-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "evaluate"}
+    ) as run:
         mlflow.set_tag("selected", selection["selected"])
         mlflow.log_param("test_users", data.test.n_users)
         for name, metrics in test.items():

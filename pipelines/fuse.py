@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-
 import numpy as np
 
 from fusionrec.config import RunConfig
@@ -74,7 +73,9 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     weights: dict[str, float] = {}
     if len(names) > 1:
         fit_models = {name: Recommender.load(model_dir(cfg, "fit", name)) for name in names}
-        scores = {n: normalize_scores(m.score(data.valid.user_idx), NORMALIZATION) for n, m in fit_models.items()}
+        scores = {
+            n: normalize_scores(m.score(data.valid.user_idx), NORMALIZATION) for n, m in fit_models.items()
+        }
         weights, candidates[BLEND] = tune_blend_weights(
             scores, data.valid, cfg.k, n_trials=max(10, 5 * cfg.n_trials), seed=cfg.seed
         )
@@ -93,7 +94,9 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     Bundle.from_training(model, data.train, cfg.effective_protocol in REPEATS_ALLOWED).save(bundle_dir)
 
     setup_mlflow(cfg)
-    with mlflow.start_run(run_name=f"select-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "select"}) as run:
+    with mlflow.start_run(
+        run_name=f"select-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "select"}
+    ) as run:
         mlflow.set_tags({"selected": selected, "selection_reason": reason})
         mlflow.log_params({f"weight.{n}": round(w, 4) for n, w in weights.items()} | {"selected": selected})
         for name, metrics in candidates.items():
@@ -102,5 +105,3 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     result = SelectionResult(selected, reason, candidates, weights, str(bundle_dir), run.info.run_id)
     result.save(cfg.paths.reports, "select")
     return result
-
-

@@ -111,7 +111,9 @@ def _timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
     bad = parsed.isna() & values.notna()
     if bad.any():
         pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise IngestError(f"{path}: row {pos + 1}, column {column!r}: {values.iloc[pos]!r} is not a timestamp")
+        raise IngestError(
+            f"{path}: row {pos + 1}, column {column!r}: {values.iloc[pos]!r} is not a timestamp"
+        )
     return parsed
 
 

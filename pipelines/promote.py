@@ -70,9 +70,23 @@ def promote(cfg: RunConfig) -> PromoteResult:
         {"model_name": cfg.registered_model, "model_version": model_version, "run_id": cfg.run_id or ""},
     )
     seconds = time.perf_counter() - start
-    log.info("promoted %s v%s as %s (%d users) in %.1fs", cfg.registered_model, model_version,
-             serving_version, len(recommendations), seconds)
-    result = PromoteResult(cfg.registered_model, model_version, serving_version, previous,
-                           len(recommendations), cfg.top_n_serving, cfg.serving_store, round(seconds, 3))
+    log.info(
+        "promoted %s v%s as %s (%d users) in %.1fs",
+        cfg.registered_model,
+        model_version,
+        serving_version,
+        len(recommendations),
+        seconds,
+    )
+    result = PromoteResult(
+        cfg.registered_model,
+        model_version,
+        serving_version,
+        previous,
+        len(recommendations),
+        cfg.top_n_serving,
+        cfg.serving_store,
+        round(seconds, 3),
+    )
     result.save(cfg.paths.reports, "promote")
     return result

@@ -55,7 +55,11 @@ def register(cfg: RunConfig) -> RegisterResult:
     valid = selection["candidates"][selection["selected"]]
     setup_mlflow(cfg)
     with mlflow.start_run(run_name=f"register-{cfg.source.name}", tags=tags | {"stage": "register"}) as run:
-        mlflow.log_metrics(mlflow_metrics({f"test_{k}": v for k, v in test.items()} | {f"valid_{k}": v for k, v in valid.items()}))
+        mlflow.log_metrics(
+            mlflow_metrics(
+                {f"test_{k}": v for k, v in test.items()} | {f"valid_{k}": v for k, v in valid.items()}
+            )
+        )
         info = mlflow.pyfunc.log_model(
             name="recommender",
             python_model=python_model,

@@ -27,16 +27,28 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
     from pipelines.version import version_data
 
     summary: dict[str, Any] = {}
-    for name, stage in (("validate", validate), ("version", version_data), ("split", split),
-                        ("features", build_features), ("train", train), ("fuse", fuse_and_select),
-                        ("evaluate", evaluate)):
+    for name, stage in (
+        ("validate", validate),
+        ("version", version_data),
+        ("split", split),
+        ("features", build_features),
+        ("train", train),
+        ("fuse", fuse_and_select),
+        ("evaluate", evaluate),
+    ):
         log.info("stage %s", name)
         summary[name] = stage(cfg).to_dict()
     registered = register(cfg)
     summary["register"] = registered.to_dict()
     if not cfg.auto_approve:
-        log.info("version %s awaits approval: fusionrec approve %s --by NAME", registered.version, registered.version)
+        log.info(
+            "version %s awaits approval: fusionrec approve %s --by NAME",
+            registered.version,
+            registered.version,
+        )
         return summary
-    summary["approve"] = approve(cfg, registered.version, by="cli:auto", comment="auto-approve", auto=True).to_dict()
+    summary["approve"] = approve(
+        cfg, registered.version, by="cli:auto", comment="auto-approve", auto=True
+    ).to_dict()
     summary["promote"] = promote(cfg).to_dict()
     return summary

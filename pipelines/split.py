@@ -101,5 +101,3 @@ def split(cfg: RunConfig) -> SplitResult:
     log.info("split (%s): %s", result.protocol, result.rows)
     result.save(cfg.paths.reports, "split")
     return result
-
-

@@ -72,7 +72,10 @@ def held_out(
 
 def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
     """Read ``cfg.paths.splits`` and build matrices over the train id index (plus Feast side features)."""
-    splits = {name: pd.read_parquet(cfg.paths.splits / f"{name}.parquet") for name in ("fit", "valid", "train", "test")}
+    splits = {
+        name: pd.read_parquet(cfg.paths.splits / f"{name}.parquet")
+        for name in ("fit", "valid", "train", "test")
+    }
     train = splits["train"]
     user_ids = np.array(sorted(train["user_id"].unique()), dtype=object)
     item_ids = np.array(sorted(train["item_id"].unique()), dtype=object)
@@ -86,7 +89,9 @@ def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
         # Point-in-time: tuning sees features as of the end of the fit data, final training as of the end of train.
         store = feature_store(cfg)
         ids = (list(user_ids), list(item_ids))
-        fit_features = training_features(cfg, *ids, pd.Timestamp(splits["fit"]["timestamp"].max()), store=store)
+        fit_features = training_features(
+            cfg, *ids, pd.Timestamp(splits["fit"]["timestamp"].max()), store=store
+        )
         train_features = training_features(cfg, *ids, pd.Timestamp(train["timestamp"].max()), store=store)
     repeats = cfg.effective_protocol in REPEATS_ALLOWED
     return SplitData(

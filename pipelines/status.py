@@ -10,7 +10,15 @@ from pipelines.register import CHALLENGER, CHAMPION
 from pipelines.stage import load_report
 from pipelines.tracking import setup_mlflow
 
-_LINEAGE_TAGS = ("git_commit", "dvc_data_hash", "gx_result", "dataset", "protocol", "selected", "airflow_run_id")
+_LINEAGE_TAGS = (
+    "git_commit",
+    "dvc_data_hash",
+    "gx_result",
+    "dataset",
+    "protocol",
+    "selected",
+    "airflow_run_id",
+)
 
 
 def _alias(cfg: RunConfig, alias: str) -> dict[str, Any] | None:

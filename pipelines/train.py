@@ -54,8 +54,12 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
             mlflow.log_params(params)
             model, seconds = _fit_timed(name, params, data.fit)
             metrics = evaluate_recommender(model, data.valid, cfg.k)
-            mlflow.log_metrics(mlflow_metrics({f"valid_{k}": v for k, v in metrics.items()} | {"fit_seconds": seconds}))
-        log.info("%s trial %d: %s=%.4f (%.1fs) %s", name, trial.number, metric, metrics[metric], seconds, params)
+            mlflow.log_metrics(
+                mlflow_metrics({f"valid_{k}": v for k, v in metrics.items()} | {"fit_seconds": seconds})
+            )
+        log.info(
+            "%s trial %d: %s=%.4f (%.1fs) %s", name, trial.number, metric, metrics[metric], seconds, params
+        )
         if metrics[metric] > best["value"]:
             best.update(value=metrics[metric], metrics=metrics, params=params)
             model.save(model_dir(cfg, "fit", name))
@@ -83,12 +87,18 @@ def train(cfg: RunConfig) -> TrainResult:
     data = load_split_data(cfg)
     setup_mlflow(cfg)
     reports: dict[str, dict[str, Any]] = {}
-    with mlflow.start_run(run_name=f"train-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "train"}) as run:
-        mlflow.log_params({"models": ",".join(cfg.models), "n_trials": cfg.n_trials, "k": cfg.k, "seed": cfg.seed})
+    with mlflow.start_run(
+        run_name=f"train-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "train"}
+    ) as run:
+        mlflow.log_params(
+            {"models": ",".join(cfg.models), "n_trials": cfg.n_trials, "k": cfg.k, "seed": cfg.seed}
+        )
         mlflow.log_params({"n_users": data.train.n_users, "n_items": data.train.n_items})
         for name in cfg.models:
             reports[name] = tune_model(name, data, cfg)
-            mlflow.log_metrics(mlflow_metrics({f"{name}.valid_{k}": v for k, v in reports[name]["valid"].items()}))
+            mlflow.log_metrics(
+                mlflow_metrics({f"{name}.valid_{k}": v for k, v in reports[name]["valid"].items()})
+            )
             mlflow.log_params({f"{name}.{k}": v for k, v in reports[name]["best_params"].items()})
     result = TrainResult(models=reports, mlflow_run_id=run.info.run_id, artifacts=str(cfg.paths.artifacts))
     result.save(cfg.paths.reports, "train")

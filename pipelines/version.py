@@ -63,6 +63,8 @@ def version_data(cfg: RunConfig) -> VersionResult:
         remote=str(cfg.paths.dvc_remote),
         pushed=int(pushed),
     )
-    log.info("versioned %s as %s (pushed %d files to %s)", cfg.paths.validated, result.md5, pushed, result.remote)
+    log.info(
+        "versioned %s as %s (pushed %d files to %s)", cfg.paths.validated, result.md5, pushed, result.remote
+    )
     result.save(cfg.paths.reports, "version")
     return result

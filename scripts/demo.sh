@@ -16,7 +16,7 @@ echo "==> airflow dags test fusionrec_retrain (dataset=$DATASET, n_trials=$N_TRI
 start=$(date +%s)
 airflow dags test fusionrec_retrain \
     -c "{\"dataset\": \"$DATASET\", \"n_trials\": $N_TRIALS, \"auto_approve\": true}" 2>&1 \
-    | tee "$FUSIONREC_HOME/dag-run.log" | grep -E "Marking task as|ERROR|Traceback|stage|selected|promoted" || true
+    | tee "$FUSIONREC_HOME/dag-run.log" | grep --line-buffered -E "Marking task as|ERROR|Traceback|selected |promoted |registered " || true
 state=$(grep -Eo "DagRun Finished: .*state=[a-z]+" "$FUSIONREC_HOME/dag-run.log" | tail -1 || true)
 echo "==> DAG finished in $(( $(date +%s) - start ))s: ${state:-unknown}"
 if ! grep -q "state=success" <<<"$state"; then
@@ -31,15 +31,25 @@ echo "==> serving on http://127.0.0.1:$PORT"
 fusionrec serve --port "$PORT" >"$FUSIONREC_HOME/serve.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 60); do
-    curl -fsS "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
-    sleep 1
-done
 echo "==> GET /recommendations/$USER_ID?k=10"
-curl -fsS "http://127.0.0.1:$PORT/recommendations/$USER_ID?k=10" | python3 -c '
-import json, sys
-answer = json.load(sys.stdin)
-print(f"user {answer[\"user_id\"]} - model {answer[\"model_version\"]} - cold_start={answer[\"cold_start\"]}")
+python - "http://127.0.0.1:$PORT" "$USER_ID" "$FUSIONREC_HOME/data/validated/items.parquet" <<'PY'
+import json, sys, time, urllib.request
+from pathlib import Path
+
+import pandas as pd
+
+base, user, items = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+for _ in range(120):  # wait for the server to come up
+    try:
+        urllib.request.urlopen(f"{base}/health", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.5)
+with urllib.request.urlopen(f"{base}/recommendations/{user}?k=10", timeout=10) as response:
+    answer = json.load(response)
+titles = pd.read_parquet(items).set_index("item_id").get("title") if items.exists() else None
+print(f"user {answer['user_id']} | model version {answer['model_version']} | cold_start={answer['cold_start']}")
 for rank, item in enumerate(answer["items"], 1):
-    print(f"{rank:>3}. item {item[\"item_id\"]:<8} score {item[\"score\"]:.4f}")
-'
+    title = titles.get(item["item_id"], "") if titles is not None else ""
+    print(f"{rank:>3}. item {item['item_id']:<6} {item['score']:.4f}  {title}")
+PY

@@ -26,8 +26,25 @@ def test_every_command_has_help() -> None:
 
 
 def test_expected_commands_exist() -> None:
-    expected = {"ingest", "validate", "version", "split", "features", "train", "fuse", "evaluate", "register",
-                "approve", "reject", "promote", "rollback", "serve", "recommend", "status", "run"}
+    expected = {
+        "ingest",
+        "validate",
+        "version",
+        "split",
+        "features",
+        "train",
+        "fuse",
+        "evaluate",
+        "register",
+        "approve",
+        "reject",
+        "promote",
+        "rollback",
+        "serve",
+        "recommend",
+        "status",
+        "run",
+    }
     assert expected <= set(COMMANDS)
 
 
@@ -35,7 +52,10 @@ def test_expected_commands_exist() -> None:
     ("content", "message"),
     [
         ("user_id,timestamp\nu1,1600000000\n", "missing required column 'item_id'"),
-        ("user_id,item_id,rating,timestamp\nu1,i1,five,1600000000\n", "row 1, column 'rating': 'five' is not a number"),
+        (
+            "user_id,item_id,rating,timestamp\nu1,i1,five,1600000000\n",
+            "row 1, column 'rating': 'five' is not a number",
+        ),
         ("", "file is empty"),
     ],
 )
@@ -44,9 +64,17 @@ def test_bad_ingest_input_is_one_line_and_nonzero(tmp_path: Path, content: str, 
     path.write_text(content)
     # the installed console script, as a user runs it
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "fusionrec"), "--home", str(tmp_path / "h"), "ingest",
-         "--interactions", str(path)],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(Path(sys.executable).parent / "fusionrec"),
+            "--home",
+            str(tmp_path / "h"),
+            "ingest",
+            "--interactions",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 1
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
@@ -65,8 +93,9 @@ def test_ingest_json_and_run_settings_are_remembered(tmp_path: Path) -> None:
 
 
 def test_dataset_and_file_are_exclusive(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["--home", str(tmp_path), "ingest", "--dataset", "ml-100k",
-                                      "--interactions", "x.csv"])
+    result = CliRunner().invoke(
+        cli, ["--home", str(tmp_path), "ingest", "--dataset", "ml-100k", "--interactions", "x.csv"]
+    )
     assert result.exit_code == 2 and "not both" in result.output
 
 

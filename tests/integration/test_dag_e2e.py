@@ -44,22 +44,28 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 def _run(args: list[str], env: dict[str, str], log: Path, timeout: int = 1500) -> str:
     proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     log.write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, f"{' '.join(args[:3])} failed ({proc.returncode}); tail:\n{(proc.stdout + proc.stderr)[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(args[:3])} failed ({proc.returncode}); tail:\n{(proc.stdout + proc.stderr)[-3000:]}"
+    )
     return proc.stdout
 
 
 def _run_dag(home: Path, env: dict[str, str], conf: dict) -> str:
     _run([str(BIN / "airflow"), "db", "migrate"], env, home / "migrate.log", timeout=600)
-    out = _run([str(BIN / "airflow"), "dags", "test", "fusionrec_retrain", "-c", json.dumps(conf)], env,
-               home / "dag.log")
+    out = _run(
+        [str(BIN / "airflow"), "dags", "test", "fusionrec_retrain", "-c", json.dumps(conf)],
+        env,
+        home / "dag.log",
+    )
     log = (home / "dag.log").read_text()
     assert "state=success" in log.split("DagRun Finished")[-1], log[-3000:]
     return out
 
 
 def _fusionrec(env: dict[str, str], *args: str) -> dict:
-    proc = subprocess.run([str(BIN / "fusionrec"), *args], env=env, cwd=REPO, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [str(BIN / "fusionrec"), *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -112,7 +118,16 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
         FUSIONREC_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
     )
     try:
-        _run_dag(home, env, {"dataset": "instacart", "n_trials": 2, "auto_approve": True})
+        _run_dag(
+            home,
+            env,
+            {
+                "dataset": "instacart",
+                "n_trials": 2,
+                "auto_approve": True,
+                "models": ["ease", "two_tower", "buy_again"],
+            },
+        )
         status = _check_run(env, "instacart")
         assert status["champion"]["protocol"] == "next-basket"
         assert status["serving"]["store"] == "redis"

@@ -34,7 +34,9 @@ def test_instacart_time_is_consistent_with_order_sequence(home: Path) -> None:
     ingest(_cfg(home, dataset="instacart"))
     inter = _read(home, "interactions")
     assert len(inter) == 150_000 and (inter["event_type"] == "purchase").all()
-    raw = pd.read_csv(Path(__import__("pipelines.datasets").datasets.dataset_dir("instacart")) / "df_sample.csv")
+    raw = pd.read_csv(
+        Path(__import__("pipelines.datasets").datasets.dataset_dir("instacart")) / "df_sample.csv"
+    )
     orders = inter.groupby("session_id")["timestamp"].min()
     seq = raw.drop_duplicates("order_id").set_index("order_id")
     seq.index = seq.index.astype(str)
@@ -45,19 +47,36 @@ def test_instacart_time_is_consistent_with_order_sequence(home: Path) -> None:
 
 def test_file_with_column_mapping(home: Path, tmp_path: Path) -> None:
     path = tmp_path / "events.csv"
-    path.write_text("customer,product,stars,when,kind\nu1,p1,4,2021-03-01T10:00:00Z,rating\nu2,p1,5,1614600000,Rating\n")
-    ingest(_cfg(home, interactions=str(path), user_col="customer", item_col="product", rating_col="stars",
-                timestamp_col="when", event_col="kind", dataset=None))
+    path.write_text(
+        "customer,product,stars,when,kind\nu1,p1,4,2021-03-01T10:00:00Z,rating\nu2,p1,5,1614600000,Rating\n"
+    )
+    ingest(
+        _cfg(
+            home,
+            interactions=str(path),
+            user_col="customer",
+            item_col="product",
+            rating_col="stars",
+            timestamp_col="when",
+            event_col="kind",
+            dataset=None,
+        )
+    )
     inter = _read(home, "interactions")
     assert list(inter["user_id"]) == ["u1", "u2"] and list(inter["event_type"]) == ["rating", "rating"]
     assert inter["timestamp"].iloc[1] == pd.Timestamp(1614600000, unit="s", tz="UTC")
 
 
 def test_parquet_items_and_users(home: Path, tmp_path: Path) -> None:
-    pd.DataFrame({"user_id": [1, 2], "item_id": [10, 11], "timestamp": [1_600_000_000, 1_600_000_100]}).to_parquet(
-        tmp_path / "i.parquet")
-    pd.DataFrame({"item_id": [10, 11], "category": ["a", "b"], "price": [1.5, 2.0]}).to_parquet(tmp_path / "it.parquet")
-    ingest(_cfg(home, interactions=str(tmp_path / "i.parquet"), items=str(tmp_path / "it.parquet"), dataset=None))
+    pd.DataFrame(
+        {"user_id": [1, 2], "item_id": [10, 11], "timestamp": [1_600_000_000, 1_600_000_100]}
+    ).to_parquet(tmp_path / "i.parquet")
+    pd.DataFrame({"item_id": [10, 11], "category": ["a", "b"], "price": [1.5, 2.0]}).to_parquet(
+        tmp_path / "it.parquet"
+    )
+    ingest(
+        _cfg(home, interactions=str(tmp_path / "i.parquet"), items=str(tmp_path / "it.parquet"), dataset=None)
+    )
     assert list(_read(home, "interactions")["item_id"]) == ["10", "11"]
     assert list(_read(home, "items")["category"]) == ["a", "b"]
     assert (_read(home, "interactions")["event_type"] == "click").all()  # no rating, no event column
@@ -67,8 +86,10 @@ def test_parquet_items_and_users(home: Path, tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("user_id,rating,timestamp\nu1,4,1600000000\n", r"missing required column 'item_id'.*--item-col"),
-        ("user_id,item_id,rating,timestamp\nu1,i1,4,1600000000\nu2,i2,abc,1600000000\n",
-         r"row 2, column 'rating': 'abc' is not a number"),
+        (
+            "user_id,item_id,rating,timestamp\nu1,i1,4,1600000000\nu2,i2,abc,1600000000\n",
+            r"row 2, column 'rating': 'abc' is not a number",
+        ),
         ("", "file is empty"),
         ("user_id,item_id,timestamp\n", "file is empty"),
         ("user_id,item_id,timestamp\nu1,i1,yesterday-ish\n", r"row 1, column 'timestamp'"),

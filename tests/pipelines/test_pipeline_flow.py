@@ -31,14 +31,25 @@ def synthetic_shop(home: Path, n_users: int = 120, n_items: int = 60, seed: int 
         p = np.where(group == taste, 6.0, 1.0) / np.arange(1, n_items + 1) ** 0.3
         items = rng.choice(n_items, size=14, replace=False, p=p / p.sum())
         for j, i in enumerate(items):
-            rows.append((f"u{u}", f"i{i}", float(rng.integers(1, 6)),
-                         pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=int(24 * j + u))))
+            rows.append(
+                (
+                    f"u{u}",
+                    f"i{i}",
+                    float(rng.integers(1, 6)),
+                    pd.Timestamp("2024-01-01", tz="UTC") + pd.Timedelta(hours=int(24 * j + u)),
+                )
+            )
     inter = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     inter["event_type"] = "rating"
     inter["session_id"] = None
     inter["source_row"] = np.arange(1, len(inter) + 1)
-    items = pd.DataFrame({"item_id": [f"i{i}" for i in range(n_items)],
-                          "category": [f"g{g}" for g in group], "year": 2000 + group})
+    items = pd.DataFrame(
+        {
+            "item_id": [f"i{i}" for i in range(n_items)],
+            "category": [f"g{g}" for g in group],
+            "year": 2000 + group,
+        }
+    )
     canonical = home / "data" / "canonical"
     canonical.mkdir(parents=True)
     inter.to_parquet(canonical / "interactions.parquet", index=False)
@@ -49,8 +60,14 @@ def synthetic_shop(home: Path, n_users: int = 120, n_items: int = 60, seed: int 
 def cfg(tmp_path_factory: pytest.TempPathFactory) -> RunConfig:
     home = tmp_path_factory.mktemp("flow")
     synthetic_shop(home)
-    config = RunConfig.from_env(home=home, models=("popularity", "ease"), n_trials=2, mlflow_tracking_uri=None,
-                                online_store="sqlite", serving_store="sqlite")
+    config = RunConfig.from_env(
+        home=home,
+        models=("popularity", "ease"),
+        n_trials=2,
+        mlflow_tracking_uri=None,
+        online_store="sqlite",
+        serving_store="sqlite",
+    )
     summary = run_pipeline(config)  # auto_approve False: stops at the registered challenger
     assert "approve" not in summary and summary["register"]["version"] == "1"
     return config

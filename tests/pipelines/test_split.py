@@ -12,9 +12,17 @@ def _frame(n_users: int = 6, n_items: int = 8, per_user: int = 10, seed: int = 0
     rows = []
     for u in range(n_users):
         for j in range(per_user):
-            rows.append({"user_id": str(u), "item_id": str(rng.integers(n_items)), "rating": 4.0,
-                         "timestamp": pd.Timestamp("2020-01-01", tz="UTC") + pd.Timedelta(days=j),
-                         "event_type": "rating", "session_id": f"{u}-{j // 3}", "source_row": len(rows) + 1})
+            rows.append(
+                {
+                    "user_id": str(u),
+                    "item_id": str(rng.integers(n_items)),
+                    "rating": 4.0,
+                    "timestamp": pd.Timestamp("2020-01-01", tz="UTC") + pd.Timedelta(days=j),
+                    "event_type": "rating",
+                    "session_id": f"{u}-{j // 3}",
+                    "source_row": len(rows) + 1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -34,7 +42,9 @@ def test_stratified_split_is_per_item_and_deterministic() -> None:
 def test_temporal_split_keeps_time_order_per_user() -> None:
     first, second, third = temporal_split(_frame(), (0.8, 0.1, 0.1))
     for user in first["user_id"].unique():
-        assert first[first.user_id == user]["timestamp"].max() < third[third.user_id == user]["timestamp"].min()
+        assert (
+            first[first.user_id == user]["timestamp"].max() < third[third.user_id == user]["timestamp"].min()
+        )
     assert len(first) == 6 * 8 and len(second) == 6 and len(third) == 6
 
 
