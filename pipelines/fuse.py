@@ -77,7 +77,7 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
             n: normalize_scores(m.score(data.valid.user_idx), NORMALIZATION) for n, m in fit_models.items()
         }
         weights, candidates[BLEND] = tune_blend_weights(
-            scores, data.valid, cfg.k, n_trials=max(10, 5 * cfg.n_trials), seed=cfg.seed
+            scores, data.valid, cfg.k, n_trials=max(40, 10 * cfg.n_trials), seed=cfg.seed
         )
     metric = f"ndcg@{cfg.k}"
     selected = max(candidates, key=lambda n: candidates[n][metric])
