@@ -24,9 +24,13 @@ class Bundle:
     repeats: bool  # whether already-seen items may be recommended again (e.g. groceries)
 
     @classmethod
-    def from_training(cls, model: Recommender, data: InteractionData, repeats: bool) -> Bundle:
+    def from_training(
+        cls, model: Recommender, data: InteractionData, repeats: bool, seen: sp.csr_matrix | None = None
+    ) -> Bundle:
+        """``seen`` defaults to the training interactions; pass all known ones so serving never repeats them."""
         popularity = np.asarray(data.matrix.sum(axis=0)).ravel()
-        return cls(model, data.user_ids, data.item_ids, data.matrix.tocsr(), popularity, repeats)
+        seen = data.matrix if seen is None else seen
+        return cls(model, data.user_ids, data.item_ids, seen.tocsr(), popularity, repeats)
 
     def save(self, path: Path) -> None:
         path = Path(path)

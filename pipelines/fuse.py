@@ -91,7 +91,8 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     else:
         model = final[selected]
     bundle_dir = cfg.paths.artifacts / "selected"
-    Bundle.from_training(model, data.train, cfg.effective_protocol in REPEATS_ALLOWED).save(bundle_dir)
+    repeats = cfg.effective_protocol in REPEATS_ALLOWED
+    Bundle.from_training(model, data.train, repeats, seen=data.seen).save(bundle_dir)
 
     setup_mlflow(cfg)
     with mlflow.start_run(

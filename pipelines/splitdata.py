@@ -36,6 +36,7 @@ class SplitData:
     valid: HeldOut  # ...and are scored here
     train: InteractionData  # final: fit + valid
     test: HeldOut  # scored once
+    seen: sp.csr_matrix  # every known interaction (train + test): what serving never shows again
 
 
 def interaction_matrix(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
@@ -99,6 +100,7 @@ def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
         valid=held_out(splits["valid"], user_ids, item_ids, fit_matrix, repeats),
         train=InteractionData(train_matrix, user_ids, item_ids, *train_features),
         test=held_out(splits["test"], user_ids, item_ids, train_matrix, repeats),
+        seen=interaction_matrix(pd.concat([train, splits["test"]]), user_ids, item_ids),
     )
 
 

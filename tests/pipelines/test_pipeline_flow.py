@@ -123,6 +123,12 @@ def test_approve_promote_reject_rollback(cfg: RunConfig) -> None:
     assert store.live_version() == first.serving_version and first.users == 120
     answer = store.recommend("u0", 10)
     assert len(answer.items) == 10 and not answer.cold_start
+    # nothing a user already interacted with (in training or test data) is served again
+    known = (
+        pd.read_parquet(cfg.paths.validated / "interactions.parquet").groupby("user_id")["item_id"].agg(set)
+    )
+    for user, items in known.items():
+        assert not {r.item_id for r in store.recommend(user, 10).items} & items, user
     assert store.recommend("stranger", 5).cold_start
 
     second_version = register(cfg).version
