@@ -13,7 +13,7 @@ import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import Param, TriggerRule, dag, task
 
 DAG_ID = "fusionrec_retrain"
@@ -39,7 +39,8 @@ DOC_MD = """
   (`auto_approve` task). Otherwise `human_approval` waits (up to 7 days) for a reviewer; no answer counts as
   *Reject*.
 * **promote** – the approved challenger becomes `champion` and its recommendations go to the serving store.
-  It runs only after an approval; *Reject* skips it and the challenger stays unpromoted.
+  It runs only after an approval; a *Reject* is recorded on the model version (`record_approval`), promote
+  is skipped and the challenger stays unpromoted.
 
 Runs `@daily` (set `FUSIONREC_RETRAIN_SCHEDULE` for another cron/preset), one run at a time, no catch-up.
 
@@ -102,10 +103,18 @@ def approval_route(auto_approve: bool) -> str:
 
 
 def reviewer_and_comment(decision: dict[str, Any]) -> tuple[str, str]:
-    """Who approved and why, from the ApprovalOperator's XCom (``responded_by_user``, ``params_input``)."""
+    """Who decided and why, from the HITL task's XCom (``responded_by_user``, ``params_input``)."""
     reviewer = (decision.get("responded_by_user") or {}).get("name") or UI_APPROVER
-    comment = (decision.get("params_input") or {}).get("comment") or "approved in Airflow"
+    verdict = "approved" if is_approval(decision) else "rejected"
+    comment = (decision.get("params_input") or {}).get("comment") or f"{verdict} in Airflow"
     return reviewer, comment
+
+
+APPROVE, REJECT = "Approve", "Reject"
+
+
+def is_approval(decision: dict[str, Any]) -> bool:
+    return (decision.get("chosen_options") or [None])[0] == APPROVE
 
 
 def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusionrec.config.RunConfig
@@ -221,12 +230,17 @@ def fusionrec_retrain() -> None:
     def record_approval(
         version: str, decision: dict, params: dict | None = None, run_id: str | None = None
     ) -> dict:
-        """Records the reviewer's *Approve* (a *Reject* skips this task: ApprovalOperator skips downstream)."""
-        from pipelines.approve import approve
+        """Records the reviewer's decision on the model version; a Reject skips (so nothing is promoted)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.approve import approve, reject
 
         reviewer, comment = reviewer_and_comment(decision)
         cfg = _run_config(params, run_id)
-        return approve(cfg, version, by=reviewer, comment=comment, auto=False).to_dict()
+        if is_approval(decision):
+            return approve(cfg, version, by=reviewer, comment=comment, auto=False).to_dict()
+        reject(cfg, version, by=reviewer, comment=comment)
+        raise AirflowSkipException(f"version {version} rejected by {reviewer}: nothing to promote")
 
     # Runs after exactly one approval path succeeded; skipped when both are skipped (human Reject).
     @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
@@ -250,11 +264,14 @@ def fusionrec_retrain() -> None:
     branch = choose_approval_path()
     registered >> branch
 
-    human_approval = ApprovalOperator(
+    # HITLOperator rather than ApprovalOperator: the latter skips its downstream on Reject, which would leave
+    # the rejection unrecorded; here record_approval always sees the decision and records it in MLflow.
+    human_approval = HITLOperator(
         task_id=HUMAN_APPROVAL_TASK,
         subject=APPROVAL_SUBJECT,
         body=APPROVAL_BODY,
-        defaults="Reject",  # applied by the scheduler when the response times out
+        options=[APPROVE, REJECT],
+        defaults=[REJECT],  # applied by the scheduler when the response times out
         response_timeout=timedelta(days=7),
         params={
             "comment": Param("", type="string", description="Why approve / reject (recorded in MLflow).")
@@ -265,7 +282,7 @@ def fusionrec_retrain() -> None:
     branch >> [approved_by_dag, human_approval]
 
     # promote must depend on the approval tasks only: another successful upstream (e.g. register) would
-    # let none_failed_min_one_success run it after a Reject.
+    # let none_failed_min_one_success run it after a Reject (record_approval then skips).
     [approved_by_dag, approved_by_human] >> promote()
 
 

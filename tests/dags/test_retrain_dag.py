@@ -128,13 +128,13 @@ def test_approval_gate_wiring(dag) -> None:
 
 
 def test_human_approval_operator(dag) -> None:
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
+    from airflow.providers.standard.operators.hitl import HITLOperator
 
     gate = dag.get_task("human_approval")
-    assert isinstance(gate, ApprovalOperator)
+    assert isinstance(gate, HITLOperator)
+    assert gate.options == ["Approve", "Reject"] and not gate.multiple
     assert gate.response_timeout == timedelta(days=7)
     assert gate.defaults == ["Reject"]  # an unanswered request never promotes
-    assert gate.fail_on_reject is False  # Reject skips downstream instead of failing the run
     assert "comment" in gate.serialized_params
     assert "xcom_pull(task_ids='register')['version']" in gate.subject
     for stage in ("register", "fuse_and_select", "evaluate"):
@@ -225,7 +225,7 @@ def test_home_defaults_to_fusionrec_home_env(
 
 
 def test_reviewer_and_comment_from_hitl_output(retrain: ModuleType) -> None:
-    # Shape of ApprovalOperator's XCom (HITLTriggerEventSuccessPayload) after an API/UI response.
+    # Shape of the HITLOperator's XCom (HITLTriggerEventSuccessPayload) after an API/UI response.
     decision = {
         "chosen_options": ["Approve"],
         "params_input": {"comment": "beats champion on NDCG"},
@@ -234,6 +234,9 @@ def test_reviewer_and_comment_from_hitl_output(retrain: ModuleType) -> None:
     assert retrain.reviewer_and_comment(decision) == ("alice", "beats champion on NDCG")
     anonymous = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": None}
     assert retrain.reviewer_and_comment(anonymous) == ("airflow-ui", "approved in Airflow")
+    rejected = {"chosen_options": ["Reject"], "params_input": {}, "responded_by_user": {"name": "bob"}}
+    assert retrain.reviewer_and_comment(rejected) == ("bob", "rejected in Airflow")
+    assert retrain.is_approval(decision) and not retrain.is_approval(rejected)
 
 
 def test_env_script_sets_airflow_layout(tmp_path: Path) -> None:

@@ -56,6 +56,12 @@ def test_reviewer_approves_in_airflow(tmp_path: Path) -> None:
 
 
 def test_reviewer_rejects_in_airflow(tmp_path: Path) -> None:
-    status = _run_with_reviewer(tmp_path / "home", "Reject", "bob", "no")
+    status = _run_with_reviewer(tmp_path / "home", "Reject", "bob", "not good enough")
     assert status["champion"] is None and status["challenger"]["version"] == "1"
+    approval = status["challenger"]["approval"]
+    assert (
+        approval["status"] == "rejected"
+        and approval["by"] == "bob"
+        and approval["comment"] == "not good enough"
+    )
     assert status["serving"]["live_version"] is None

@@ -145,3 +145,34 @@ def test_approve_promote_reject_rollback(cfg: RunConfig) -> None:
 def test_unknown_version_is_a_clear_error(cfg: RunConfig) -> None:
     with pytest.raises(ApprovalError, match="no version 99"):
         approve(cfg, "99", by="alice")
+
+
+def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunConfig) -> None:
+    import mlflow
+    from click.testing import CliRunner
+    from fastapi.testclient import TestClient
+
+    from fusionrec.cli import cli
+    from serving.app import create_app
+
+    if status(cfg)["champion"] is None:
+        approve(cfg, None, by="alice")
+        promote(cfg)
+    mlflow.set_tracking_uri(cfg.tracking_uri)
+    champion = status(cfg)["champion"]["version"]
+    model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
+    assert {c.name for c in model.metadata.get_input_schema().inputs} == {"user_id", "k"}
+    frame = model.predict(pd.DataFrame({"user_id": ["u3", "nobody"], "k": [5, 3]}))
+    assert list(frame[frame.user_id == "u3"]["rank"]) == [1, 2, 3, 4, 5]
+    assert frame[frame.user_id == "nobody"]["cold_start"].all()
+
+    live = open_store(cfg)
+    if live.meta().get("model_version") == champion:  # the served version is this champion's
+        served = [r.item_id for r in live.recommend("u3", 5).items]
+        assert list(frame[frame.user_id == "u3"]["item_id"]) == served
+
+    # the CLI and the HTTP API give the same answer
+    http = TestClient(create_app(cfg)).get("/recommendations/u3", params={"k": 5}).json()
+    result = CliRunner().invoke(cli, ["--home", str(cfg.home), "recommend", "u3", "--k", "5", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == http
