@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import sys
@@ -176,16 +177,6 @@ def validate(ctx: click.Context, max_reject_share: float | None, as_json: bool) 
 
 
 @cli.command()
-@json_option
-@click.pass_context
-def version(ctx: click.Context, as_json: bool) -> None:
-    """Version the validated data with DVC and push it to the local remote."""
-    from pipelines.version import version_data
-
-    _run(version_data, _config(ctx), as_json)
-
-
-@cli.command()
 @click.option(
     "--protocol",
     type=click.Choice(["msr", "temporal", "next-basket"]),
@@ -202,16 +193,6 @@ def split(ctx: click.Context, protocol: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@json_option
-@click.pass_context
-def features(ctx: click.Context, as_json: bool) -> None:
-    """Compute features, `feast apply` and materialize them to the online store."""
-    from pipelines.features import build_features
-
-    _run(build_features, _config(ctx), as_json)
-
-
-@cli.command()
 @click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower).")
 @click.option("--n-trials", type=int, default=None, help="Optuna trials per model.")
 @json_option
@@ -224,70 +205,83 @@ def train(ctx: click.Context, models: str | None, n_trials: int | None, as_json:
     _run(run_train, _config(ctx, models=names, n_trials=n_trials), as_json)
 
 
-@cli.command()
-@json_option
-@click.pass_context
-def fuse(ctx: click.Context, as_json: bool) -> None:
-    """Blend the trained models and select the best candidate on validation."""
-    from pipelines.fuse import fuse_and_select
-
-    _run(fuse_and_select, _config(ctx), as_json)
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def evaluate(ctx: click.Context, as_json: bool) -> None:
-    """Score every final model and the selection on the test split, once."""
-    from pipelines.evaluate import evaluate as run_evaluate
-
-    _run(run_evaluate, _config(ctx), as_json)
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def register(ctx: click.Context, as_json: bool) -> None:
-    """Log the selection as an MLflow pyfunc, register it, alias it `challenger`."""
-    from pipelines.register import register as run_register
-
-    _run(run_register, _config(ctx), as_json)
-
-
-@cli.command()
-@click.argument("model_version", required=False)
-@click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
-@click.option("--comment", default="", help="Why.")
-@json_option
-@click.pass_context
-def approve(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
-    """Approve MODEL_VERSION (default: the challenger): it becomes the `champion`."""
-    from pipelines.approve import approve as run_approve
-
-    _run(lambda cfg: run_approve(cfg, model_version, by, comment, auto=False), _config(ctx), as_json)
+# Stages that take nothing but the run's config: one command each, generated from this table.
+SIMPLE_STAGES = (
+    (
+        "version",
+        "pipelines.version:version_data",
+        "Version the validated data with DVC and push it to the local remote.",
+    ),
+    (
+        "features",
+        "pipelines.features:build_features",
+        "Compute features, `feast apply` and materialize them to the online store.",
+    ),
+    (
+        "fuse",
+        "pipelines.fuse:fuse_and_select",
+        "Blend the trained models and select the best candidate on validation.",
+    ),
+    (
+        "evaluate",
+        "pipelines.evaluate:evaluate",
+        "Score every final model and the selection on the test split, once.",
+    ),
+    (
+        "register",
+        "pipelines.register:register",
+        "Log the selection as an MLflow pyfunc, register it, alias it `challenger`.",
+    ),
+    (
+        "promote",
+        "pipelines.promote:promote",
+        "Write the champion's recommendations to the serving store and switch to them atomically.",
+    ),
+)
 
 
-@cli.command()
-@click.argument("model_version", required=False)
-@click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
-@click.option("--comment", default="", help="Why.")
-@json_option
-@click.pass_context
-def reject(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
-    """Reject MODEL_VERSION (default: the challenger); the champion stays."""
-    from pipelines.approve import reject as run_reject
-
-    _run(lambda cfg: run_reject(cfg, model_version, by, comment), _config(ctx), as_json)
+def _stage(target: str) -> Callable[[RunConfig], Any]:
+    module, function = target.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
-@cli.command()
-@json_option
-@click.pass_context
-def promote(ctx: click.Context, as_json: bool) -> None:
-    """Write the champion's recommendations to the serving store and switch to them atomically."""
-    from pipelines.promote import promote as run_promote
+def _add_stage_command(name: str, target: str, help_text: str) -> None:
+    @cli.command(name, help=help_text)
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, as_json: bool) -> None:
+        _run(_stage(target), _config(ctx), as_json)
 
-    _run(run_promote, _config(ctx), as_json)
+
+for _name, _target, _help in SIMPLE_STAGES:
+    _add_stage_command(_name, _target, _help)
+
+
+def _add_decision_command(name: str, approved: bool) -> None:
+    verb = (
+        "Approve MODEL_VERSION (default: the challenger): it becomes the `champion`."
+        if approved
+        else ("Reject MODEL_VERSION (default: the challenger); the champion stays.")
+    )
+
+    @cli.command(name, help=verb)
+    @click.argument("model_version", required=False)
+    @click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
+    @click.option("--comment", default="", help="Why.")
+    @json_option
+    @click.pass_context
+    def command(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
+        from pipelines.approve import decide
+
+        _run(
+            lambda cfg: decide(cfg, model_version, by, comment, auto=False, approved=approved),
+            _config(ctx),
+            as_json,
+        )
+
+
+_add_decision_command("approve", approved=True)
+_add_decision_command("reject", approved=False)
 
 
 @cli.command()

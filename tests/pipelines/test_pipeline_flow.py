@@ -176,3 +176,22 @@ def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunCon
     result = CliRunner().invoke(cli, ["--home", str(cfg.home), "recommend", "u3", "--k", "5", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == http
+
+
+def test_cli_reviewer_decisions(cfg: RunConfig) -> None:
+    from click.testing import CliRunner
+
+    from fusionrec.cli import cli
+
+    version = register(cfg).version
+    runner = CliRunner()
+    base = ["--home", str(cfg.home)]
+    rejected = runner.invoke(cli, [*base, "reject", version, "--by", "dana", "--comment", "worse", "--json"])
+    assert rejected.exit_code == 0, rejected.output
+    assert _version(cfg, version).tags["approval.status"] == "rejected"
+    approved = runner.invoke(cli, [*base, "approve", "--by", "erin", "--json"])  # default: the challenger
+    assert approved.exit_code == 0, approved.output
+    assert json.loads(approved.stdout)["version"] == version
+    assert status(cfg)["champion"]["approval"]["by"] == "erin"
+    missing = runner.invoke(cli, [*base, "approve", "999", "--by", "erin"])
+    assert missing.exit_code == 1 and "no version 999" in missing.output
