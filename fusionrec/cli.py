@@ -375,13 +375,17 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("run")
-@click.option("--auto-approve", is_flag=True, help="Approve the challenger without a reviewer.")
+@click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower,buy_again).")
+@click.option("--n-trials", type=int, default=None, help="Optuna trials per model.")
+@click.option("--auto-approve", is_flag=True, help="Approve the challenger without a reviewer, then promote.")
 @click.pass_context
-def run_all(ctx: click.Context, auto_approve: bool) -> None:
+def run_all(ctx: click.Context, models: str | None, n_trials: int | None, auto_approve: bool) -> None:
     """Run every stage after ingest in this process, without Airflow (ingest first)."""
     from pipelines.run import run_pipeline
 
-    _run(lambda cfg: run_pipeline(cfg), _config(ctx, auto_approve=auto_approve), False)
+    names = [m.strip() for m in models.split(",")] if models else None
+    cfg = _config(ctx, models=names, n_trials=n_trials, auto_approve=auto_approve)
+    _run(run_pipeline, cfg, as_json=True)
 
 
 def main() -> None:

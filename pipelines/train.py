@@ -4,6 +4,7 @@ run), then the best parameters are fitted twice: on ``fit`` (for fusion tuning) 
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,7 +70,8 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=cfg.seed), study_name=name
     )
-    study.optimize(objective, n_trials=cfg.n_trials)
+    # A progress bar for people at a terminal; Airflow logs get one line per trial instead.
+    study.optimize(objective, n_trials=cfg.n_trials, show_progress_bar=sys.stderr.isatty())
     final, seconds = _fit_timed(name, best["params"], data.train)
     final.save(model_dir(cfg, "final", name))
     return {

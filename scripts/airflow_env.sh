@@ -25,6 +25,8 @@ export AIRFLOW__CORE__LOAD_EXAMPLES="${AIRFLOW__CORE__LOAD_EXAMPLES:-False}"
 export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="${AIRFLOW__DATABASE__SQL_ALCHEMY_CONN:-sqlite:///$AIRFLOW_HOME/airflow.db}"
 # Local UI/REST login for reviewers (`airflow standalone` / `airflow api-server`); password file in AIRFLOW_HOME.
 export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS="${AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS:-admin:admin}"
+# The UI/API listens on loopback only, unless you say otherwise.
+export AIRFLOW__API__HOST="${AIRFLOW__API__HOST:-127.0.0.1}"
 # New DAGs start unpaused so the @daily schedule runs without a click (a scheduler must be running).
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="${AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION:-False}"
 
