@@ -19,6 +19,8 @@ from feast.types import Float64, Int64, String
 USER_PROFILE_FILE = "user_profile.parquet"
 ITEM_STATS_FILE = "item_stats.parquet"
 TIMESTAMP_FIELD = "event_timestamp"
+TUNING_DIR = "tuning"  # snapshots of the fit split, under the features folder
+TUNING_SUFFIX = "_tuning"  # feature view name suffix of the tuning phase
 
 # ttl 0 = a snapshot stays valid until the next one; point-in-time joins pick the latest snapshot <= as_of.
 _NO_EXPIRY = timedelta(0)
@@ -56,6 +58,9 @@ class FeatureRepo:
     item_stats: FeatureView
     two_tower_features: FeatureService
     user_online: FeatureService
+    # The same views computed from the tuning (fit) split only, so validation events never reach the
+    # features models are tuned with; offline only.
+    tuning_views: tuple[FeatureView, ...] = ()
 
     def objects(self) -> list:
         """All objects, in the order ``FeatureStore.apply`` takes them."""
@@ -66,6 +71,8 @@ class FeatureRepo:
             self.item_stats_source,
             self.user_profile,
             self.item_stats,
+            *(view.batch_source for view in self.tuning_views),
+            *self.tuning_views,
             self.two_tower_features,
             self.user_online,
         ]
@@ -116,7 +123,28 @@ def feature_objects(features_dir: Path) -> FeatureRepo:
         features=[user_profile],
         description="user features read online at serving time",
     )
+    tuning_views = tuple(
+        FeatureView(
+            name=f"{view.name}{TUNING_SUFFIX}",
+            entities=[entity],
+            ttl=_NO_EXPIRY,
+            schema=schema,
+            source=FileSource(
+                name=f"{view.name}{TUNING_SUFFIX}_source",
+                path=str(features_dir / TUNING_DIR / file),
+                timestamp_field=TIMESTAMP_FIELD,
+                description=f"{view.name} snapshots computed from the fit split only (tuning)",
+            ),
+            online=False,
+            tags={"owner": "fusionrec", "stage": "features", "phase": "tuning"},
+        )
+        for view, entity, schema, file in (
+            (user_profile, user, USER_PROFILE_SCHEMA, USER_PROFILE_FILE),
+            (item_stats, item, ITEM_STATS_SCHEMA, ITEM_STATS_FILE),
+        )
+    )
     return FeatureRepo(
+        tuning_views=tuning_views,
         user=user,
         item=item,
         user_profile_source=user_profile_source,

@@ -15,6 +15,8 @@ import click
 from fusionrec.config import RunConfig
 
 RUN_FILE = "run.json"  # the last ingested run's settings, so later stages know the source and protocol
+# Only what describes the data is remembered: deployment switches (stores, URIs) keep coming from env/options.
+REMEMBERED = ("source", "protocol")
 
 
 class UserError(Exception):
@@ -26,11 +28,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.datasets import DatasetNotInstalled
     from pipelines.ingest import IngestError
     from pipelines.promote import PromotionError
+    from pipelines.stage import StageInputError
     from pipelines.validate import DataValidationError
     from serving.store import ServingStoreError
 
     return (
         UserError,
+        StageInputError,
         IngestError,
         DataValidationError,
         DatasetNotInstalled,
@@ -46,8 +50,7 @@ def _config(ctx: click.Context, **overrides: Any) -> RunConfig:
     home = Path(ctx.obj["home"]).resolve()
     saved: dict[str, Any] = {}
     if (home / RUN_FILE).exists():
-        saved = json.loads((home / RUN_FILE).read_text())
-        saved.pop("run_id", None)
+        saved = {k: v for k, v in json.loads((home / RUN_FILE).read_text()).items() if k in REMEMBERED}
     merged = saved | {k: v for k, v in ctx.obj["globals"].items() if v is not None}
     merged |= {k: v for k, v in overrides.items() if v is not None}
     merged["home"] = home
@@ -65,12 +68,17 @@ def _emit(result: Any, as_json: bool) -> None:
             )
 
 
-def _run(stage: Callable[[RunConfig], Any], cfg: RunConfig, as_json: bool = False) -> Any:
+def _call(stage: Callable[[RunConfig], Any], cfg: RunConfig) -> Any:
+    """Run ``stage``; bad input ends the command with one ``error:`` line and exit code 1."""
     try:
-        result = stage(cfg)
+        return stage(cfg)
     except _user_errors() as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+def _run(stage: Callable[[RunConfig], Any], cfg: RunConfig, as_json: bool = False) -> Any:
+    result = _call(stage, cfg)
     _emit(result, as_json)
     return result
 
@@ -162,7 +170,8 @@ def ingest(
     }
     cfg = _config(ctx, source=source)
     _run(run_ingest, cfg, as_json)
-    (cfg.home / RUN_FILE).write_text(json.dumps(cfg.to_dict(), indent=2))
+    remembered = {key: cfg.to_dict()[key] for key in REMEMBERED}
+    (cfg.home / RUN_FILE).write_text(json.dumps(remembered, indent=2))
 
 
 @cli.command()
@@ -194,7 +203,7 @@ def split(ctx: click.Context, protocol: str | None, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower).")
-@click.option("--n-trials", type=int, default=None, help="Optuna trials per model.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Optuna trials per model.")
 @json_option
 @click.pass_context
 def train(ctx: click.Context, models: str | None, n_trials: int | None, as_json: bool) -> None:
@@ -318,14 +327,13 @@ def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
     from serving.app import AnswerOut
     from serving.store import open_store
 
-    cfg = _config(ctx)
-    store = open_store(cfg)
-    if store.live_version() is None:
-        click.echo(
-            "error: nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`", err=True
-        )
-        sys.exit(1)
-    payload = AnswerOut.model_validate(store.recommend(user_id, k), from_attributes=True).model_dump()
+    def answer(cfg: RunConfig) -> dict[str, Any]:
+        store = open_store(cfg)
+        if store.live_version() is None:
+            raise UserError("nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`")
+        return AnswerOut.model_validate(store.recommend(user_id, k), from_attributes=True).model_dump()
+
+    payload = _call(answer, _config(ctx))
     if as_json:
         click.echo(json.dumps(payload, indent=2))
         return
@@ -348,11 +356,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         _run(run_status, cfg, as_json=True)
         return
-    try:
-        state = run_status(cfg)
-    except _user_errors() as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(1)
+    state = _call(run_status, cfg)
     for alias in ("champion", "challenger"):
         entry = state[alias]
         if entry is None:
@@ -376,7 +380,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @cli.command("run")
 @click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower,buy_again).")
-@click.option("--n-trials", type=int, default=None, help="Optuna trials per model.")
+@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Optuna trials per model.")
 @click.option("--auto-approve", is_flag=True, help="Approve the challenger without a reviewer, then promote.")
 @click.pass_context
 def run_all(ctx: click.Context, models: str | None, n_trials: int | None, auto_approve: bool) -> None:

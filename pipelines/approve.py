@@ -46,7 +46,7 @@ def _resolve_version(cfg: RunConfig, version: str | None) -> str:
             return str(client.get_model_version_by_alias(cfg.registered_model, CHALLENGER).version)
         return str(client.get_model_version(cfg.registered_model, str(version)).version)
     except MlflowException as exc:
-        what = f"version {version}" if version else f"a {CHALLENGER}"
+        what = f"version {version}" if version else f"{CHALLENGER} alias"
         raise ApprovalError(f"model {cfg.registered_model!r} has no {what} in the registry") from exc
 
 

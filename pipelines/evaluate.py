@@ -9,7 +9,7 @@ from fusionrec.config import RunConfig
 from models.base import Recommender
 from pipelines.bundle import Bundle
 from pipelines.splitdata import evaluate_recommender, load_split_data
-from pipelines.stage import StageResult, load_report
+from pipelines.stage import StageInputError, StageResult, load_report
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
 
@@ -35,7 +35,7 @@ def evaluate(cfg: RunConfig) -> EvaluationResult:
     selection = load_report(cfg.paths.reports, "select")
     trained = load_report(cfg.paths.reports, "train")
     if not selection or not trained:
-        raise RuntimeError("nothing to evaluate: run the train and fuse stages first")
+        raise StageInputError("nothing to evaluate: run the train and fuse stages first")
     data = load_split_data(cfg)
     test: dict[str, dict[str, float]] = {}
     for name in sorted(trained["models"]):

@@ -19,6 +19,7 @@ import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -29,13 +30,15 @@ from feature_repo.definitions import (
     ITEM_STATS_FILE,
     ITEM_STATS_SCHEMA,
     TIMESTAMP_FIELD,
+    TUNING_DIR,
+    TUNING_SUFFIX,
     USER_PROFILE_FILE,
     USER_PROFILE_SCHEMA,
     feature_objects,
 )
 from fusionrec.config import RunConfig
 from pipelines.schema import RATING_RANGE
-from pipelines.stage import StageResult
+from pipelines.stage import StageInputError, StageResult
 
 if TYPE_CHECKING:
     import feast
@@ -247,40 +250,55 @@ def _prepare_events(train: pd.DataFrame, catalogue: pd.DataFrame) -> pd.DataFram
 # ---------------------------------------------------------------------------------------------- the stage
 
 
-def _read_inputs(cfg: RunConfig) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    train_path = cfg.paths.splits / "train.parquet"
-    if not train_path.exists():
-        raise FileNotFoundError(f"features: no training split at {train_path}; run the split stage first")
-    train = pd.read_parquet(train_path)
-    if train.empty:
-        raise ValueError(f"features: training split {train_path} is empty")
-    train["user_id"] = train["user_id"].astype(str)
-    train["item_id"] = train["item_id"].astype(str)
-    train["timestamp"] = pd.to_datetime(train["timestamp"], utc=True)
-    if "rating" not in train:
-        train["rating"] = np.nan
-    if "event_type" not in train:
-        train["event_type"] = "rating"
+def _read_split(cfg: RunConfig, name: str) -> pd.DataFrame:
+    path = cfg.paths.splits / f"{name}.parquet"
+    if not path.exists():
+        raise StageInputError(f"features: no {name} split at {path}; run the split stage first")
+    frame = pd.read_parquet(path)
+    if frame.empty:
+        raise StageInputError(f"features: {name} split {path} is empty")
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["item_id"] = frame["item_id"].astype(str)
+    frame["timestamp"] = pd.to_datetime(frame["timestamp"], utc=True)
+    if "rating" not in frame:
+        frame["rating"] = np.nan
+    if "event_type" not in frame:
+        frame["event_type"] = "rating"
+    return frame
+
+
+def _read_items(cfg: RunConfig) -> pd.DataFrame | None:
     items_path = cfg.paths.validated / "items.parquet"
-    items = pd.read_parquet(items_path) if items_path.exists() else None
-    if items is None:
+    if not items_path.exists():
         log.warning("features: no item table at %s; item attributes left empty", items_path)
-    return train, items
+        return None
+    return pd.read_parquet(items_path)
+
+
+def _write_snapshots(
+    events: pd.DataFrame, catalogue: pd.DataFrame, folder: Path
+) -> tuple[pd.DataFrame, pd.DataFrame, list[pd.Timestamp]]:
+    """Cumulative user/item snapshots of ``events`` written as the offline sources in ``folder``."""
+    times = snapshot_times(events["timestamp"])
+    users = user_profile_frame(events, catalogue, times)
+    item_rows = item_stats_frame(events, catalogue, times)
+    folder.mkdir(parents=True, exist_ok=True)
+    users.to_parquet(folder / USER_PROFILE_FILE, index=False)
+    item_rows.to_parquet(folder / ITEM_STATS_FILE, index=False)
+    return users, item_rows, times
 
 
 def build_features(cfg: RunConfig) -> FeaturesResult:
-    """Compute user/item snapshots from the training split, apply the Feast definitions and materialize the
-    latest snapshot into the online store. Returns (and saves to reports/features.json) a summary."""
+    """Compute user/item snapshots from the training split (and, for tuning, from the fit split alone), apply
+    the Feast definitions and materialize the latest training snapshot into the online store. Returns (and
+    saves to reports/features.json) a summary."""
     started = time.perf_counter()
-    train, items = _read_inputs(cfg)
+    train, items = _read_split(cfg, "train"), _read_items(cfg)
     catalogue = item_catalogue(items, train)
-    times = snapshot_times(train["timestamp"])
-    users = user_profile_frame(train, catalogue, times)
-    item_rows = item_stats_frame(train, catalogue, times)
     out = cfg.paths.features
-    out.mkdir(parents=True, exist_ok=True)
-    users.to_parquet(out / USER_PROFILE_FILE, index=False)
-    item_rows.to_parquet(out / ITEM_STATS_FILE, index=False)
+    users, item_rows, times = _write_snapshots(train, catalogue, out)
+    # Tuning fits on `fit` and scores on `valid`: its features must not count the validation events.
+    _write_snapshots(_read_split(cfg, "fit"), catalogue, out / TUNING_DIR)
     computed = time.perf_counter()
     log.info(
         "features: %d snapshots, %d user rows, %d item rows computed in %.1fs",
@@ -296,7 +314,9 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
     # Materialize every snapshot; the online store keeps the latest row per entity.
     until = times[-1] + pd.Timedelta(seconds=1)
     store.materialize(
-        start_date=(times[0] - pd.Timedelta(seconds=1)).to_pydatetime(), end_date=until.to_pydatetime()
+        start_date=(times[0] - pd.Timedelta(seconds=1)).to_pydatetime(),
+        end_date=until.to_pydatetime(),
+        feature_views=["user_profile", "item_stats"],
     )
     seconds = time.perf_counter() - started
     log.info(
@@ -367,6 +387,7 @@ def training_features(
     item_ids: Sequence[str],
     as_of: pd.Timestamp,
     store: feast.FeatureStore | None = None,
+    tuning: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dense float32 side features for ``user_ids`` and ``item_ids`` (rows aligned, duplicates allowed) as
     known at ``as_of``, via Feast historical retrieval. Columns: ``USER_MATRIX_COLUMNS`` and
@@ -376,9 +397,10 @@ def training_features(
     as_of = as_of.tz_localize("UTC") if as_of.tzinfo is None else as_of.tz_convert("UTC")
     store = store or feature_store(cfg)
     ids = {"user": [str(u) for u in user_ids], "item": [str(i) for i in item_ids]}
+    suffix = TUNING_SUFFIX if tuning else ""
     specs = {
-        "user": ("user_id", "user_profile", USER_FEATURES, _USER_NUMERIC, "favourite_category"),
-        "item": ("item_id", "item_stats", ITEM_FEATURES, _ITEM_NUMERIC, "category"),
+        "user": ("user_id", f"user_profile{suffix}", USER_FEATURES, _USER_NUMERIC, "favourite_category"),
+        "item": ("item_id", f"item_stats{suffix}", ITEM_FEATURES, _ITEM_NUMERIC, "category"),
     }
     matrices = []
     for kind, (key, view, names, numeric, category) in specs.items():

@@ -14,7 +14,7 @@ from models.base import Recommender
 from models.blend import WeightedBlend, normalize_scores
 from pipelines.bundle import Bundle
 from pipelines.splitdata import REPEATS_ALLOWED, HeldOut, evaluate_scores, load_split_data
-from pipelines.stage import StageResult, load_report
+from pipelines.stage import StageInputError, StageResult, load_report
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
 
@@ -66,7 +66,7 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
 
     trained = load_report(cfg.paths.reports, "train")
     if not trained:
-        raise RuntimeError("no trained models: run the train stage first")
+        raise StageInputError("no trained models: run the train stage first")
     names = sorted(trained["models"])
     data = load_split_data(cfg)
     candidates = {name: trained["models"][name]["valid"] for name in names}

@@ -10,7 +10,7 @@ from importlib.metadata import version as package_version
 import pandas as pd
 
 from fusionrec.config import RunConfig
-from pipelines.stage import StageResult, load_report
+from pipelines.stage import StageInputError, StageResult, load_report
 from pipelines.tracking import REPO_ROOT, lineage_tags, mlflow_metrics, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ def register(cfg: RunConfig) -> RegisterResult:
     selection = load_report(cfg.paths.reports, "select")
     evaluation = load_report(cfg.paths.reports, "evaluate")
     if not selection or not evaluation:
-        raise RuntimeError("nothing to register: run the fuse and evaluate stages first")
+        raise StageInputError("nothing to register: run the fuse and evaluate stages first")
     bundle_dir = cfg.paths.artifacts / "selected"
     example = pd.DataFrame({"user_id": ["1", "2"], "k": [10, 10]})
     python_model = RecommenderModel()

@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from fusionrec.config import RunConfig
 from pipelines.schema import INTERACTIONS, table_file
-from pipelines.stage import StageResult
+from pipelines.stage import StageInputError, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,17 @@ class SplitResult(StageResult):
 def stratified_split(
     data: pd.DataFrame, ratio: float, col: str = "item_id", seed: int = 42
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Microsoft Recommenders' ``python_stratified_split``: per group of ``col``, shuffle with ``seed`` and cut
-    the first ``round(ratio * n)`` rows into the first part."""
-    first, second = [], []
-    for _, group in data.groupby(col, sort=True):
-        shuffled = group.sample(frac=1, random_state=seed)
-        cut = round(ratio * len(shuffled))
-        first.append(shuffled.iloc[:cut])
-        second.append(shuffled.iloc[cut:])
-    return pd.concat(first), pd.concat(second)
+    """Microsoft Recommenders' ``python_stratified_split``: one uniform random number per row (numpy seeded
+    once with ``seed``), rows ranked by it within each group of ``col``; a group's first
+    ``round(ratio * size)`` rows go to the first part."""
+    # RandomState(seed).rand draws exactly what the reference's np.random.seed(seed); np.random.rand does.
+    draws = np.random.RandomState(seed).rand(len(data))
+    shuffled = data.assign(_random=draws).sort_values([col, "_random"])
+    rank = shuffled.groupby(col).cumcount() + 1
+    size = shuffled.groupby(col)[col].transform("size")
+    first = (rank <= (ratio * size).round()).to_numpy()
+    shuffled = shuffled.drop(columns="_random")
+    return shuffled[first], shuffled[~first]
 
 
 def temporal_split(data: pd.DataFrame, ratios: tuple[float, float, float]) -> tuple[pd.DataFrame, ...]:
@@ -76,11 +79,13 @@ def split_interactions(data: pd.DataFrame, protocol: str, seed: int) -> dict[str
         train = pd.concat([fit, valid])
     elif protocol == "next-basket":
         if data["session_id"].isna().all():
-            raise ValueError("protocol next-basket needs session ids (orders/baskets) in the interactions")
+            raise StageInputError(
+                "protocol next-basket needs session ids (orders/baskets) in the interactions; use msr or temporal"
+            )
         train, test = last_basket_split(data)
         fit, valid = last_basket_split(train)
     else:
-        raise ValueError(f"unknown protocol {protocol!r}")
+        raise StageInputError(f"unknown protocol {protocol!r}")
     return {"fit": fit, "valid": valid, "train": train, "test": test}
 
 

@@ -87,11 +87,11 @@ def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
     if with_features:
         from pipelines.features import feature_store, training_features
 
-        # Point-in-time: tuning sees features as of the end of the fit data, final training as of the end of train.
+        # Tuning sees features computed from the fit split only, as of its end; final training those of train.
         store = feature_store(cfg)
         ids = (list(user_ids), list(item_ids))
         fit_features = training_features(
-            cfg, *ids, pd.Timestamp(splits["fit"]["timestamp"].max()), store=store
+            cfg, *ids, pd.Timestamp(splits["fit"]["timestamp"].max()), store=store, tuning=True
         )
         train_features = training_features(cfg, *ids, pd.Timestamp(train["timestamp"].max()), store=store)
     repeats = cfg.effective_protocol in REPEATS_ALLOWED

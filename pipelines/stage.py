@@ -38,3 +38,8 @@ class StageResult:
 def load_report(reports_dir: Path, stage: str) -> dict[str, Any] | None:
     path = reports_dir / f"{stage}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+class StageInputError(ValueError):
+    """A stage cannot run on what it was given (missing earlier output, unknown model, wrong protocol for the
+    data); the message is one line saying what to do."""

@@ -12,9 +12,9 @@ from typing import Any
 
 from fusionrec.config import RunConfig
 from models.base import Recommender
-from models.registry import create_model, get_model_class
+from models.registry import available_models, create_model, get_model_class
 from pipelines.splitdata import SplitData, evaluate_recommender, load_split_data
-from pipelines.stage import StageResult
+from pipelines.stage import StageInputError, StageResult
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,22 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
     }
 
 
+def check_models(cfg: RunConfig) -> None:
+    """Fail fast, before any data is loaded, on an unknown model name or an empty tuning budget."""
+    unknown = [name for name in cfg.models if name not in available_models()]
+    if unknown or not cfg.models:
+        raise StageInputError(
+            f"unknown model(s) {', '.join(unknown) or '(none given)'}; available: {', '.join(available_models())}"
+        )
+    if cfg.n_trials < 1:
+        raise StageInputError(f"n_trials must be at least 1 (got {cfg.n_trials})")
+
+
 def train(cfg: RunConfig) -> TrainResult:
     """Tune and fit every model of ``cfg.models``; artifacts under ``cfg.paths.artifacts/{fit,final}/<name>``."""
     import mlflow
 
+    check_models(cfg)
     data = load_split_data(cfg)
     setup_mlflow(cfg)
     reports: dict[str, dict[str, Any]] = {}

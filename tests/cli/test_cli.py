@@ -90,6 +90,23 @@ def test_ingest_json_and_run_settings_are_remembered(tmp_path: Path) -> None:
     assert json.loads(result.output)["rows"]["interactions"] == 150_000
     saved = json.loads((home / "run.json").read_text())
     assert saved["source"]["dataset"] == "instacart"
+    assert set(saved) == {"source", "protocol"}  # deployment switches are never remembered
+
+
+def test_environment_switches_win_over_remembered_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import click
+
+    from fusionrec.cli import _config
+
+    home = tmp_path / "h"
+    assert CliRunner().invoke(cli, ["--home", str(home), "ingest", "--dataset", "instacart"]).exit_code == 0
+    monkeypatch.setenv("FUSIONREC_SERVING_STORE", "redis")
+    ctx = click.Context(cli, obj={"home": str(home), "globals": {}})
+    cfg = _config(ctx)
+    assert cfg.serving_store == "redis" and cfg.source.dataset == "instacart"
+    assert cfg.effective_protocol == "next-basket"
 
 
 def test_dataset_and_file_are_exclusive(tmp_path: Path) -> None:
@@ -102,3 +119,20 @@ def test_dataset_and_file_are_exclusive(tmp_path: Path) -> None:
 def test_recommend_before_promotion_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "recommend", "1"])
     assert result.exit_code == 1 and "nothing promoted yet" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["fuse"], 1, "no trained models: run the train stage first"),
+        (["evaluate"], 1, "nothing to evaluate"),
+        (["register"], 1, "nothing to register"),
+        (["train", "--models", "ease,nosuch"], 1, "unknown model(s) nosuch; available:"),
+        (["train", "--n-trials", "0"], 2, "Invalid value for '--n-trials'"),
+        (["approve", "--by", "x"], 1, "has no challenger alias"),
+    ],
+)
+def test_stages_out_of_order_fail_with_one_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), *args])
+    assert result.exit_code == code, result.output
+    assert message in result.output and "Traceback" not in result.output

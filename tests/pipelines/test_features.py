@@ -13,6 +13,7 @@ import pytest
 
 from fusionrec.config import RunConfig
 from pipelines import features as F
+from pipelines.stage import StageInputError
 
 UTC = "UTC"
 SITE = Path(__file__).resolve().parents[2] / ".venv/lib/python3.11/site-packages"
@@ -52,10 +53,13 @@ def tiny_items() -> pd.DataFrame:
     )
 
 
-def write_inputs(home: Path, train: pd.DataFrame, items: pd.DataFrame | None, **overrides) -> RunConfig:
+def write_inputs(
+    home: Path, train: pd.DataFrame, items: pd.DataFrame | None, fit: pd.DataFrame | None = None, **overrides
+) -> RunConfig:
     cfg = RunConfig.from_env(home=home, **overrides)
     cfg.paths.splits.mkdir(parents=True, exist_ok=True)
     train.to_parquet(cfg.paths.splits / "train.parquet", index=False)
+    (train if fit is None else fit).to_parquet(cfg.paths.splits / "fit.parquet", index=False)
     # The test split must never be read: a poisoned one proves it.
     poisoned = train.assign(timestamp=ts("2024-01-01"), user_id="leak")
     poisoned.to_parquet(cfg.paths.splits / "test.parquet", index=False)
@@ -119,7 +123,7 @@ def test_project_name_unique_per_home_on_redis(tmp_path):
 
 
 def test_missing_train_split_fails_with_one_clear_line(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run the split stage first"):
+    with pytest.raises(StageInputError, match="run the split stage first"):
         F.build_features(RunConfig.from_env(home=tmp_path))
 
 
@@ -324,3 +328,21 @@ def test_ml100k_build_and_retrieve(tmp_path, record_property):
     print(
         f"\nML-100k features: build {build_s:.1f}s ({result.snapshots} snapshots), retrieval {retrieve_s:.2f}s"
     )
+
+
+def test_tuning_features_come_from_the_fit_split_only(tmp_path):
+    train = tiny_train()
+    fit = train[train["item_id"] != "i1"]  # every i1 event is a validation event
+    cfg = write_inputs(tmp_path, train, tiny_items(), fit=fit)
+    F.build_features(cfg)
+    as_of = train["timestamp"].max()
+    popularity = F.ITEM_MATRIX_COLUMNS.index("popularity")
+    _, final = F.training_features(cfg, [], ["i1"], as_of)
+    _, tuning = F.training_features(cfg, [], ["i1"], as_of, tuning=True)
+    assert final[0, popularity] > 0
+    assert tuning[0, popularity] == 0  # the validation events of i1 never reach the tuning features
+    # only the training-phase views are served online
+    assert {v.name for v in F.feature_store(cfg).list_feature_views() if v.online} == {
+        "user_profile",
+        "item_stats",
+    }

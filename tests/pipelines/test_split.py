@@ -39,6 +39,23 @@ def test_stratified_split_is_per_item_and_deterministic() -> None:
     assert list(other["source_row"]) != list(train["source_row"])
 
 
+def test_stratified_split_shuffles_each_group_independently() -> None:
+    # 200 items with 4 rows each: a per-group shuffle seeded alike for every group would hold out the same
+    # position every time; independent draws hold out each of the four positions.
+    data = pd.DataFrame({"item_id": np.repeat(np.arange(200), 4), "position": np.tile(np.arange(4), 200)})
+    _, test = stratified_split(data, 0.75, "item_id", seed=42)
+    assert len(test) == 200 and test.groupby("item_id").size().eq(1).all()
+    assert set(test["position"]) == {0, 1, 2, 3}
+
+
+def test_stratified_split_rounds_like_the_reference() -> None:
+    # round(0.75 * n) rows of each group to the first part: n=1 -> 1, n=2 -> 2 (round half to even), n=3 -> 2
+    data = pd.DataFrame({"item_id": ["a", "b", "b", "c", "c", "c"], "x": range(6)})
+    train, test = stratified_split(data, 0.75, "item_id", seed=1)
+    assert train.groupby("item_id").size().to_dict() == {"a": 1, "b": 2, "c": 2}
+    assert list(test["item_id"]) == ["c"]
+
+
 def test_temporal_split_keeps_time_order_per_user() -> None:
     first, second, third = temporal_split(_frame(), (0.8, 0.1, 0.1))
     for user in first["user_id"].unique():
