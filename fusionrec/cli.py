@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -71,7 +72,9 @@ def _emit(result: Any, as_json: bool) -> None:
 def _call(stage: Callable[[RunConfig], Any], cfg: RunConfig) -> Any:
     """Run ``stage``; bad input ends the command with one ``error:`` line and exit code 1."""
     try:
-        return stage(cfg)
+        # Libraries (Feast, DVC) print progress to stdout; keep stdout for the command's own answer (--json).
+        with contextlib.redirect_stdout(sys.stderr):
+            return stage(cfg)
     except _user_errors() as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

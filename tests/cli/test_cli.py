@@ -136,3 +136,14 @@ def test_stages_out_of_order_fail_with_one_line(tmp_path: Path, args: list[str],
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), *args])
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def test_json_output_stays_clean_when_libraries_print(tmp_path: Path) -> None:
+    # `dvc init` prints to stdout; the command's stdout must still be exactly its JSON answer
+    runner = CliRunner()
+    base = ["--home", str(tmp_path / "h")]
+    assert runner.invoke(cli, [*base, "ingest", "--dataset", "ml-100k"]).exit_code == 0
+    assert runner.invoke(cli, [*base, "validate"]).exit_code == 0
+    result = runner.invoke(cli, [*base, "version", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["md5"].endswith(".dir")
