@@ -79,6 +79,9 @@ APPROVAL_BODY = """
 """
 
 
+COLUMN_KEYS = ("user_col", "item_col", "rating_col", "timestamp_col", "event_col")
+
+
 def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, Any]:
     """Map DAG params (+ the Airflow run id) to ``RunConfig.from_env`` keyword overrides."""
     own_files = bool(params.get("interactions_file"))
@@ -89,6 +92,8 @@ def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, An
             "interactions": params.get("interactions_file"),
             "items": params.get("items_file"),
             "users": params.get("users_file"),
+            # column names of the interactions file, e.g. {"user_col": "customer", "item_col": "sku"}
+            **{k: v for k, v in (params.get("columns") or {}).items() if k in COLUMN_KEYS and v},
         },
         "n_trials": params.get("n_trials"),
         "models": params.get("models"),
@@ -144,6 +149,13 @@ def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusion
         ),
         "items_file": Param(None, type=["null", "string"], description="Optional items file."),
         "users_file": Param(None, type=["null", "string"], description="Optional users file."),
+        "columns": Param(
+            {},
+            type="object",
+            properties={key: {"type": "string"} for key in COLUMN_KEYS},
+            additionalProperties=False,
+            description='Column names of the interactions file when they differ, e.g. {"user_col": "customer"}.',
+        ),
         "n_trials": Param(4, type="integer", minimum=1, description="Optuna trials per model."),
         "models": Param(
             ["ease", "two_tower"],

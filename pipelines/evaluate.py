@@ -36,7 +36,7 @@ def evaluate(cfg: RunConfig) -> EvaluationResult:
     trained = load_report(cfg.paths.reports, "train")
     if not selection or not trained:
         raise StageInputError("nothing to evaluate: run the train and fuse stages first")
-    data = load_split_data(cfg)
+    data = load_split_data(cfg, with_features=False)  # fitted models score without side features
     test: dict[str, dict[str, float]] = {}
     for name in sorted(trained["models"]):
         test[name] = evaluate_recommender(Recommender.load(model_dir(cfg, "final", name)), data.test, cfg.k)

@@ -68,7 +68,7 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     if not trained:
         raise StageInputError("no trained models: run the train stage first")
     names = sorted(trained["models"])
-    data = load_split_data(cfg)
+    data = load_split_data(cfg, with_features=False)  # fitted models score without side features
     candidates = {name: trained["models"][name]["valid"] for name in names}
     weights: dict[str, float] = {}
     if len(names) > 1:

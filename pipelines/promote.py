@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -62,7 +63,9 @@ def promote(cfg: RunConfig) -> PromoteResult:
     recommendations = bundle.recommend_known(cfg.top_n_serving)
     store = open_store(cfg)
     previous = store.live_version()
-    serving_version = f"{cfg.registered_model}-v{model_version}-{time.strftime('%Y%m%dT%H%M%S')}"
+    # Microseconds in the name: two promotions of the same model version never collide.
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+    serving_version = f"{cfg.registered_model}-v{model_version}-{stamp}"
     store.publish(
         serving_version,
         recommendations,

@@ -45,13 +45,14 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
 
     model_class = get_model_class(name)
     metric = f"ndcg@{cfg.k}"
+    tags = lineage_tags(cfg) | {"model": name, "stage": "trial"}
     best: dict[str, Any] = {"value": float("-inf")}
 
     def objective(trial: optuna.Trial) -> float:
         params = model_class.search_space(trial)
         trial.set_user_attr("params", params)
         with mlflow.start_run(run_name=f"{name}-trial-{trial.number}", nested=True):
-            mlflow.set_tags({"model": name, "trial": str(trial.number)})
+            mlflow.set_tags(tags | {"trial": str(trial.number)})
             mlflow.log_params(params)
             model, seconds = _fit_timed(name, params, data.fit)
             metrics = evaluate_recommender(model, data.valid, cfg.k)

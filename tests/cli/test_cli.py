@@ -132,7 +132,9 @@ def test_recommend_before_promotion_is_a_clear_error(tmp_path: Path) -> None:
         (["approve", "--by", "x"], 1, "has no challenger alias"),
     ],
 )
-def test_stages_out_of_order_fail_with_one_line(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+def test_stages_out_of_order_fail_with_one_line(
+    tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), *args])
     assert result.exit_code == code, result.output
     assert message in result.output and "Traceback" not in result.output

@@ -169,6 +169,7 @@ def test_param_defaults(dag) -> None:
         "interactions_file": None,
         "items_file": None,
         "users_file": None,
+        "columns": {},
         "n_trials": 4,
         "models": ["ease", "two_tower"],
         "auto_approve": False,
@@ -208,10 +209,19 @@ def test_config_overrides_build_the_run_config(retrain: ModuleType, tmp_path: Pa
 def test_own_interactions_file_replaces_the_dataset(retrain: ModuleType, tmp_path: Path) -> None:
     from fusionrec.config import RunConfig
 
-    params = {**retrain.retrain_dag.params.dump(), "interactions_file": "/data/events.csv"}
+    params = {
+        **retrain.retrain_dag.params.dump(),
+        "interactions_file": "/data/events.csv",
+        "columns": {"user_col": "customer", "timestamp_col": "ts"},
+    }
     cfg = RunConfig.from_env(**retrain.config_overrides({**params, "home": str(tmp_path)}, None))
     assert cfg.source.dataset is None
     assert cfg.source.interactions == "/data/events.csv"
+    assert (cfg.source.user_col, cfg.source.timestamp_col, cfg.source.item_col) == (
+        "customer",
+        "ts",
+        "item_id",
+    )
 
 
 def test_home_defaults_to_fusionrec_home_env(

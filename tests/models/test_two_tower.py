@@ -82,3 +82,17 @@ def test_ml100k_quality_and_speed(ml100k: Split, ml100k_ndcg: Evaluate) -> None:
     print(f"two-tower ML-100k nDCG@10={quality:.4f} fit {fit_seconds:.2f}s score-all {score_seconds:.3f}s")
     assert quality > 0.35
     assert fit_seconds < 60
+
+
+def test_loading_and_scoring_need_no_tensorflow(tiny: InteractionData, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    TwoTower(epochs=1).fit(tiny).save(tmp_path / "tt")
+    code = (
+        "import sys; from models.base import Recommender; import numpy as np; "
+        f"m = Recommender.load({str(tmp_path / 'tt')!r}); m.score(np.arange(3)); "
+        "print('tensorflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

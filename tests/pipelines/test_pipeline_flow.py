@@ -98,9 +98,9 @@ def test_every_trial_is_a_nested_mlflow_run_with_lineage_tags(cfg: RunConfig) ->
     parents = set(trials["tags.mlflow.parentRunId"])
     train_runs = runs[runs["tags.stage"] == "train"]
     assert parents == set(train_runs["run_id"])
-    staged = runs[runs["tags.stage"].notna()]
-    assert staged["tags.dvc_data_hash"].str.endswith(".dir").all()
-    assert staged["tags.git_commit"].str.len().ge(7).all()
+    assert len(runs) >= len(trials) + 4  # trials + train, select, evaluate, register
+    assert runs["tags.dvc_data_hash"].str.endswith(".dir").all()  # every run, trials included
+    assert runs["tags.git_commit"].str.len().ge(7).all()
 
 
 def test_promote_needs_an_approved_champion(cfg: RunConfig) -> None:
