@@ -12,9 +12,13 @@ help:  ## List targets
 
 install: $(VENV)/.installed  ## Install everything from uv.lock (bootstraps uv with pip if absent)
 
+# uv: the one already importable, else pip-installed, else (PEP 668 "externally managed" Pythons) in a
+# bootstrap venv. The project venv uses $(PYTHON) itself, so no interpreter is downloaded.
 $(VENV)/.installed: uv.lock pyproject.toml
-	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv
-	$(UV) sync --frozen
+	@if $(UV) --version >/dev/null 2>&1; then uv="$(UV)"; \
+	elif $(PYTHON) -m pip install --quiet uv >/dev/null 2>&1; then uv="$(UV)"; \
+	else $(PYTHON) -m venv .uv-bootstrap && .uv-bootstrap/bin/pip install --quiet uv && uv=.uv-bootstrap/bin/uv; fi; \
+	echo "$$uv sync --frozen --python $(PYTHON)"; $$uv sync --frozen --python $(PYTHON)
 	@touch $@
 
 demo: install  ## Run the retrain DAG on MovieLens-100k, serve, print top-10 for one user

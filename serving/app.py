@@ -6,6 +6,7 @@ Handlers are plain ``def`` because the store calls block; FastAPI runs them in i
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal
@@ -48,6 +49,12 @@ class VersionOut(BaseModel):
     n_users: int
     live: bool
     previous: bool
+
+
+class UserFeaturesOut(BaseModel):
+    user_id: str
+    known: bool
+    features: dict[str, Any]
 
 
 class ErrorOut(BaseModel):
@@ -101,12 +108,40 @@ def create_app(cfg: RunConfig, store: ServingStore | None = None) -> FastAPI:
         live = store.live_version()
         return HealthOut(status="ok" if live else "no_model", model_version=live, store=store.kind)
 
+    @app.get(
+        "/users/{user_id}/features",
+        response_model=UserFeaturesOut,
+        responses={503: {"model": ErrorOut, "description": "Feature store not built or unreachable"}},
+    )
+    def user_features(user_id: Annotated[str, Path(min_length=1, max_length=256)]) -> UserFeaturesOut:
+        """The user's profile as materialized in the Feast online store (all null for unknown users)."""
+        try:
+            features = _online_features(cfg, app, user_id)
+        except Exception as exc:  # Feast raises many kinds; the client gets one clear 503
+            raise HTTPException(status_code=503, detail=f"feature store unavailable: {exc}") from exc
+        return UserFeaturesOut(
+            user_id=user_id, features=features, known=any(v is not None for v in features.values())
+        )
+
     @app.get("/versions", response_model=list[VersionOut])
     def versions() -> list[dict[str, Any]]:
         """Kept versions, newest first, with the live and previous (rollback target) flags."""
         return store.versions()
 
     return app
+
+
+def _online_features(cfg: RunConfig, app: FastAPI, user_id: str) -> dict[str, Any]:
+    """Feast ``get_online_features`` for one user; the FeatureStore is opened once, on first use."""
+    from pipelines.features import feature_store, online_user_features
+
+    if not (cfg.paths.features / "registry.db").exists():
+        raise RuntimeError(f"no feature registry at {cfg.paths.features}; run the features stage")
+    if getattr(app.state, "feature_store", None) is None:
+        app.state.feature_store = feature_store(cfg)
+    features = online_user_features(cfg, [user_id], store=app.state.feature_store)[user_id]
+    # JSON has no NaN: a missing numeric feature (e.g. mean rating without ratings) is null
+    return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in features.items()}
 
 
 def app_from_env() -> FastAPI:

@@ -41,6 +41,13 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def _production_env() -> dict[str, str]:
+    """The variables of infra/production.env (KEY=VALUE lines)."""
+    lines = (REPO / "infra" / "production.env").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
 def _run(args: list[str], env: dict[str, str], log: Path, timeout: int = 1500) -> str:
     proc = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
     log.write_text(proc.stdout + proc.stderr)
@@ -108,15 +115,15 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
         for name in databases.values():
             cur.execute(f"CREATE DATABASE {name}")
     home = tmp_path / "home"
-    base = f"postgresql+psycopg2://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}"
-    env = _env(
-        home,
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"{base}/{databases['airflow']}",
-        MLFLOW_TRACKING_URI=f"{base}/{databases['mlflow']}",
-        FUSIONREC_ONLINE_STORE="redis",
-        FUSIONREC_SERVING_STORE="redis",
-        FUSIONREC_REDIS_URL=f"redis://{REDIS_HOST}:{REDIS_PORT}/0",
+    production = _production_env()
+    production["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = production[
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+    ].replace("/fusionrec_airflow", f"/{databases['airflow']}")
+    production["MLFLOW_TRACKING_URI"] = production["MLFLOW_TRACKING_URI"].replace(
+        "/fusionrec_mlflow", f"/{databases['mlflow']}"
     )
+    production.pop("FUSIONREC_HOME")
+    env = _env(home, **production)
     try:
         _run_dag(
             home,

@@ -16,6 +16,7 @@ from pipelines.promote import PromotionError, promote
 from pipelines.register import register
 from pipelines.run import run_pipeline
 from pipelines.status import status
+from serving.app import create_app
 from serving.store import open_store
 
 pytestmark = pytest.mark.slow
@@ -104,9 +105,9 @@ def test_every_trial_is_a_nested_mlflow_run_with_lineage_tags(cfg: RunConfig) ->
 
 
 def test_promote_needs_an_approved_champion(cfg: RunConfig) -> None:
-    if status(cfg)["champion"] is None:
-        with pytest.raises(PromotionError, match="no champion"):
-            promote(cfg)
+    assert status(cfg)["champion"] is None  # tests in this module run in file order on one home
+    with pytest.raises(PromotionError, match="no champion"):
+        promote(cfg)
 
 
 def test_approve_promote_reject_rollback(cfg: RunConfig) -> None:
@@ -155,9 +156,7 @@ def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunCon
     from fusionrec.cli import cli
     from serving.app import create_app
 
-    if status(cfg)["champion"] is None:
-        approve(cfg, None, by="alice")
-        promote(cfg)
+    promote(cfg)  # the champion (approved above) is what serving answers with from here on
     mlflow.set_tracking_uri(cfg.tracking_uri)
     champion = status(cfg)["champion"]["version"]
     model = mlflow.pyfunc.load_model(f"models:/{cfg.registered_model}@champion")
@@ -167,9 +166,9 @@ def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunCon
     assert frame[frame.user_id == "nobody"]["cold_start"].all()
 
     live = open_store(cfg)
-    if live.meta().get("model_version") == champion:  # the served version is this champion's
-        served = [r.item_id for r in live.recommend("u3", 5).items]
-        assert list(frame[frame.user_id == "u3"]["item_id"]) == served
+    assert live.meta()["model_version"] == champion
+    served = [r.item_id for r in live.recommend("u3", 5).items]
+    assert list(frame[frame.user_id == "u3"]["item_id"]) == served
 
     # the CLI and the HTTP API give the same answer
     http = TestClient(create_app(cfg)).get("/recommendations/u3", params={"k": 5}).json()
@@ -195,3 +194,23 @@ def test_cli_reviewer_decisions(cfg: RunConfig) -> None:
     assert status(cfg)["champion"]["approval"]["by"] == "erin"
     missing = runner.invoke(cli, [*base, "approve", "999", "--by", "erin"])
     assert missing.exit_code == 1 and "no version 999" in missing.output
+
+
+def test_api_serves_user_features_from_the_feast_online_store(cfg: RunConfig) -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(cfg))
+    known = client.get("/users/u0/features").json()
+    train = pd.read_parquet(cfg.paths.splits / "train.parquet")
+    assert known["known"] and known["features"]["n_interactions"] == int((train["user_id"] == "u0").sum())
+    unknown = client.get("/users/stranger/features").json()
+    assert not unknown["known"] and all(v is None for v in unknown["features"].values())
+
+
+def test_features_endpoint_without_a_feature_store_is_503(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    response = TestClient(create_app(RunConfig.from_env(home=tmp_path))).get("/users/u0/features")
+    assert response.status_code == 503 and "run the features stage" in response.json()["detail"]
