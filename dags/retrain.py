@@ -9,12 +9,13 @@ dag-processor re-parses this file constantly and must stay fast.
 
 from __future__ import annotations
 
+import importlib
 import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import HITLOperator
-from airflow.sdk import Param, TriggerRule, dag, task
+from airflow.sdk import Param, TriggerRule, chain, dag, task
 
 DAG_ID = "fusionrec_retrain"
 AUTO_APPROVE_TASK = "auto_approve"
@@ -128,6 +129,34 @@ def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusion
     return RunConfig.from_env(**config_overrides(params or {}, run_id))
 
 
+# The stages before the approval gate, in order: (task id, "module:function" in pipelines/).
+STAGES = (
+    ("ingest", "pipelines.ingest:ingest"),
+    ("validate", "pipelines.validate:validate"),
+    ("version_data", "pipelines.version:version_data"),
+    ("split", "pipelines.split:split"),
+    ("build_features", "pipelines.features:build_features"),
+    ("train", "pipelines.train:train"),
+    ("fuse_and_select", "pipelines.fuse:fuse_and_select"),
+    ("evaluate", "pipelines.evaluate:evaluate"),
+    ("register", "pipelines.register:register"),
+)
+PROMOTE = "pipelines.promote:promote"
+
+
+def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
+    """A TaskFlow task running one stage function on the run's config; returns the result dict (XCom).
+    The stage module is imported when the task runs, never when the dag-processor parses this file."""
+
+    @task(task_id=task_id, **task_kwargs)
+    def run_stage(params: dict | None = None, run_id: str | None = None) -> dict:
+        module, function = target.split(":")
+        stage = getattr(importlib.import_module(module), function)
+        return stage(_run_config(params, run_id)).to_dict()
+
+    return run_stage
+
+
 @dag(
     dag_id=DAG_ID,
     schedule=os.environ.get("FUSIONREC_RETRAIN_SCHEDULE", "@daily"),  # cron or preset, e.g. "@weekly"
@@ -169,61 +198,6 @@ def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusion
     },
 )
 def fusionrec_retrain() -> None:
-    @task
-    def ingest(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.ingest import ingest as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def validate(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.validate import validate as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def version_data(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.version import version_data as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def split(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.split import split as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def build_features(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.features import build_features as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def train(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.train import train as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def fuse_and_select(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.fuse import fuse_and_select as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def evaluate(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.evaluate import evaluate as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    @task
-    def register(params: dict | None = None, run_id: str | None = None) -> dict:
-        """Registers the selected model as ``challenger``; the result carries its ``version``."""
-        from pipelines.register import register as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
     @task.branch
     def choose_approval_path(params: dict | None = None) -> str:
         """``auto_approve`` when the run asked for it, else the human approval gate."""
@@ -254,25 +228,9 @@ def fusionrec_retrain() -> None:
         reject(cfg, version, by=reviewer, comment=comment)
         raise AirflowSkipException(f"version {version} rejected by {reviewer}: nothing to promote")
 
-    # Runs after exactly one approval path succeeded; skipped when both are skipped (human Reject).
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def promote(params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.promote import promote as run_stage
-
-        return run_stage(_run_config(params, run_id)).to_dict()
-
-    registered = register()
-    (
-        ingest()
-        >> validate()
-        >> version_data()
-        >> split()
-        >> build_features()
-        >> train()
-        >> fuse_and_select()
-        >> evaluate()
-        >> registered
-    )
+    stages = [stage_task(task_id, target)() for task_id, target in STAGES]
+    chain(*stages)
+    registered = stages[-1]  # its result carries the challenger's model ``version``
     branch = choose_approval_path()
     registered >> branch
 
@@ -295,6 +253,8 @@ def fusionrec_retrain() -> None:
 
     # promote must depend on the approval tasks only: another successful upstream (e.g. register) would
     # let none_failed_min_one_success run it after a Reject (record_approval then skips).
+    # Runs after exactly one approval path succeeded; skipped when both are skipped (human Reject).
+    promote = stage_task("promote", PROMOTE, trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     [approved_by_dag, approved_by_human] >> promote()
 
 
