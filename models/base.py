@@ -38,6 +38,24 @@ class InteractionData:
         return self.matrix.shape[1]
 
 
+def top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Best-first top-k item indices and scores of each row of ``scores``; ``exclude`` (same shape) masks
+    items to -inf. Slots beyond the catalogue size stay empty: item -1, score -inf."""
+    scores = np.asarray(scores, dtype=np.float64).copy()
+    if exclude is not None:
+        rows, cols = exclude.nonzero()
+        scores[rows, cols] = -np.inf
+    items = np.full((scores.shape[0], k), -1, dtype=np.int64)
+    best = np.full((scores.shape[0], k), -np.inf, dtype=np.float64)
+    kk = min(k, scores.shape[1])
+    top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    items[:, :kk] = np.take_along_axis(top, order, axis=1)
+    best[:, :kk] = np.take_along_axis(top_scores, order, axis=1)
+    return items, best
+
+
 class Recommender:
     """Base class: subclasses implement ``fit``, ``score`` and the ``_save_state``/``_load_state`` pair.
 
@@ -77,22 +95,13 @@ class Recommender:
 
         Masked items score -inf; callers drop those (and -1 slots when k exceeds the catalogue)."""
         user_idx = np.asarray(user_idx)
-        # Slots beyond the catalogue size stay empty: item -1, score -inf.
-        all_items = np.full((len(user_idx), k), -1, dtype=np.int64)
-        all_scores = np.full((len(user_idx), k), -np.inf, dtype=np.float64)
+        all_items = np.empty((len(user_idx), k), dtype=np.int64)
+        all_scores = np.empty((len(user_idx), k), dtype=np.float64)
         for start in range(0, len(user_idx), batch_size):
             batch = user_idx[start : start + batch_size]
-            scores = np.asarray(self.score(batch), dtype=np.float64).copy()
-            if exclude is not None:
-                mask = exclude[batch]
-                rows, cols = mask.nonzero()
-                scores[rows, cols] = -np.inf
-            kk = min(k, scores.shape[1])
-            top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-            top_scores = np.take_along_axis(scores, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            all_items[start : start + len(batch), :kk] = np.take_along_axis(top, order, axis=1)
-            all_scores[start : start + len(batch), :kk] = np.take_along_axis(top_scores, order, axis=1)
+            mask = None if exclude is None else exclude[batch]
+            rows = slice(start, start + len(batch))
+            all_items[rows], all_scores[rows] = top_k(self.score(batch), k, mask)
         return all_items, all_scores
 
     def save(self, path: Path) -> None:

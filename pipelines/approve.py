@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from fusionrec.config import RunConfig
-from pipelines.register import CHALLENGER, CHAMPION
+from pipelines.register import CHALLENGER, CHAMPION, alias_version
 from pipelines.stage import StageResult
 from pipelines.tracking import setup_mlflow
 
@@ -40,24 +40,21 @@ def _resolve_version(cfg: RunConfig, version: str | None) -> str:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient()
+    if version is None:
+        if (challenger := _current(cfg, CHALLENGER)) is None:
+            raise ApprovalError(f"model {cfg.registered_model!r} has no {CHALLENGER} alias in the registry")
+        return challenger
     try:
-        if version is None:
-            return str(client.get_model_version_by_alias(cfg.registered_model, CHALLENGER).version)
-        return str(client.get_model_version(cfg.registered_model, str(version)).version)
+        return str(MlflowClient().get_model_version(cfg.registered_model, str(version)).version)
     except MlflowException as exc:
-        what = f"version {version}" if version else f"{CHALLENGER} alias"
-        raise ApprovalError(f"model {cfg.registered_model!r} has no {what} in the registry") from exc
+        raise ApprovalError(
+            f"model {cfg.registered_model!r} has no version {version} in the registry"
+        ) from exc
 
 
 def _current(cfg: RunConfig, alias: str) -> str | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(MlflowClient().get_model_version_by_alias(cfg.registered_model, alias).version)
-    except MlflowException:
-        return None
+    mv = alias_version(cfg, alias)
+    return None if mv is None else str(mv.version)
 
 
 def decide(

@@ -67,14 +67,7 @@ class Bundle:
         items, scores = self.model.recommend(
             users, k, exclude=None if self.repeats else self.seen, batch_size=batch_size
         )
-        return {
-            str(self.user_ids[u]): [
-                (str(self.item_ids[i]), float(s))
-                for i, s in zip(items[u], scores[u], strict=True)
-                if i >= 0 and np.isfinite(s)
-            ]
-            for u in users
-        }
+        return {str(self.user_ids[u]): self._ranked(items[u], scores[u]) for u in users}
 
     def recommend(self, user_id: str, k: int) -> tuple[list[tuple[str, float]], bool]:
         """Top-k for one user id and whether it was a cold start (unknown user -> popularity)."""
@@ -82,9 +75,12 @@ class Bundle:
         if len(position) == 0:
             return self.popular(k), True
         items, scores = self.model.recommend(position, k, exclude=None if self.repeats else self.seen)
-        ranked = [
+        return self._ranked(items[0], scores[0]), False
+
+    def _ranked(self, items: np.ndarray, scores: np.ndarray) -> list[tuple[str, float]]:
+        """(item id, score) pairs of one user's top-k, without masked (-inf) and empty (-1) slots."""
+        return [
             (str(self.item_ids[i]), float(s))
-            for i, s in zip(items[0], scores[0], strict=True)
+            for i, s in zip(items, scores, strict=True)
             if i >= 0 and np.isfinite(s)
         ]
-        return ranked, False

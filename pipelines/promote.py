@@ -13,7 +13,7 @@ import yaml
 
 from fusionrec.config import RunConfig
 from pipelines.bundle import Bundle
-from pipelines.register import CHAMPION
+from pipelines.register import CHAMPION, alias_version
 from pipelines.stage import StageResult
 from pipelines.tracking import setup_mlflow
 
@@ -39,16 +39,13 @@ class PromoteResult(StageResult):
 def load_champion_bundle(cfg: RunConfig) -> tuple[str, Bundle]:
     """Download the champion's artifacts from the registry and load its bundle."""
     import mlflow
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
     setup_mlflow(cfg)
-    try:
-        version = MlflowClient().get_model_version_by_alias(cfg.registered_model, CHAMPION)
-    except MlflowException as exc:
+    version = alias_version(cfg, CHAMPION)
+    if version is None:
         raise PromotionError(
             f"model {cfg.registered_model!r} has no {CHAMPION}: approve a version first (fusionrec approve)"
-        ) from exc
+        )
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.registered_model}@{CHAMPION}"))
     # The pyfunc's MLmodel says where its "bundle" artifact was copied inside the model folder.
     pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]

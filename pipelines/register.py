@@ -6,6 +6,7 @@ import json
 import logging
 from dataclasses import dataclass
 from importlib.metadata import version as package_version
+from typing import Any
 
 import pandas as pd
 
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 CHALLENGER = "challenger"
 CHAMPION = "champion"
 _REQUIREMENTS = ("mlflow", "numpy", "scipy", "pandas", "tensorflow-cpu")
+
+
+def alias_version(cfg: RunConfig, alias: str) -> Any | None:
+    """The registry's model version behind ``alias`` (an MLflow ``ModelVersion``), or None if unset."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return MlflowClient().get_model_version_by_alias(cfg.registered_model, alias)
+    except MlflowException:
+        return None
 
 
 @dataclass

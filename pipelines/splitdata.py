@@ -9,7 +9,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from fusionrec.config import RunConfig
-from models.base import InteractionData, Recommender
+from models.base import InteractionData, Recommender, top_k
 from pipelines.metrics import at_k, ranking_metrics
 
 # Protocols where a user's past items may be recommended again (groceries): nothing is masked.
@@ -112,11 +112,6 @@ def evaluate_recommender(model: Recommender, held: HeldOut, k: int) -> dict[str,
 
 def evaluate_scores(scores: np.ndarray, held: HeldOut, k: int) -> dict[str, float]:
     """Metrics@k from a precomputed (len(held.user_idx), n_items) score matrix (used when tuning blends)."""
-    scores = scores.copy()
-    if held.exclude is not None:
-        rows, cols = held.exclude[held.user_idx].nonzero()
-        scores[rows, cols] = -np.inf
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, top, axis=1), axis=1, kind="stable")
-    recommended = np.take_along_axis(top, order, axis=1)
+    exclude = None if held.exclude is None else held.exclude[held.user_idx]
+    recommended, _ = top_k(scores, k, exclude)
     return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)

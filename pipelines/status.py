@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from fusionrec.config import RunConfig
-from pipelines.register import CHALLENGER, CHAMPION
+from pipelines.register import CHALLENGER, CHAMPION, alias_version
 from pipelines.stage import load_report
 from pipelines.tracking import setup_mlflow
 
@@ -22,12 +22,8 @@ _LINEAGE_TAGS = (
 
 
 def _alias(cfg: RunConfig, alias: str) -> dict[str, Any] | None:
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    try:
-        mv = MlflowClient().get_model_version_by_alias(cfg.registered_model, alias)
-    except MlflowException:
+    mv = alias_version(cfg, alias)
+    if mv is None:
         return None
     tags = mv.tags
     return {
