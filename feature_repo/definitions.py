@@ -78,41 +78,36 @@ class FeatureRepo:
         ]
 
 
+def _snapshot_view(
+    name: str, entity: Entity, schema: list[Field], path: Path, tuning: bool = False
+) -> FeatureView:
+    """A view over cumulative snapshots in one Parquet file: of the training split (served online), or with
+    ``tuning`` of the fit split only (offline, name suffixed ``_tuning``)."""
+    name = f"{name}{TUNING_SUFFIX}" if tuning else name
+    split = "fit split only (tuning)" if tuning else "training split"
+    return FeatureView(
+        name=name,
+        entities=[entity],
+        ttl=_NO_EXPIRY,
+        schema=schema,
+        source=FileSource(
+            name=f"{name}_source",
+            path=str(path),
+            timestamp_field=TIMESTAMP_FIELD,
+            description=f"cumulative per-{entity.name} snapshots computed from the {split}",
+        ),
+        online=not tuning,
+        tags={"owner": "fusionrec", "stage": "features", "phase": "tuning" if tuning else "training"},
+    )
+
+
 def feature_objects(features_dir: Path) -> FeatureRepo:
     """The project's Feast objects with offline sources read from ``features_dir`` (absolute paths)."""
     features_dir = Path(features_dir).resolve()
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a shopper")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a product")
-    user_profile_source = FileSource(
-        name="user_profile_source",
-        path=str(features_dir / USER_PROFILE_FILE),
-        timestamp_field=TIMESTAMP_FIELD,
-        description="cumulative per-user snapshots computed from the training split",
-    )
-    item_stats_source = FileSource(
-        name="item_stats_source",
-        path=str(features_dir / ITEM_STATS_FILE),
-        timestamp_field=TIMESTAMP_FIELD,
-        description="cumulative per-item snapshots computed from the training split",
-    )
-    user_profile = FeatureView(
-        name="user_profile",
-        entities=[user],
-        ttl=_NO_EXPIRY,
-        schema=USER_PROFILE_SCHEMA,
-        source=user_profile_source,
-        online=True,
-        tags={"owner": "fusionrec", "stage": "features"},
-    )
-    item_stats = FeatureView(
-        name="item_stats",
-        entities=[item],
-        ttl=_NO_EXPIRY,
-        schema=ITEM_STATS_SCHEMA,
-        source=item_stats_source,
-        online=True,
-        tags={"owner": "fusionrec", "stage": "features"},
-    )
+    user_profile = _snapshot_view("user_profile", user, USER_PROFILE_SCHEMA, features_dir / USER_PROFILE_FILE)
+    item_stats = _snapshot_view("item_stats", item, ITEM_STATS_SCHEMA, features_dir / ITEM_STATS_FILE)
     two_tower_features = FeatureService(
         name="two_tower_features",
         features=[user_profile, item_stats],
@@ -123,32 +118,17 @@ def feature_objects(features_dir: Path) -> FeatureRepo:
         features=[user_profile],
         description="user features read online at serving time",
     )
-    tuning_views = tuple(
-        FeatureView(
-            name=f"{view.name}{TUNING_SUFFIX}",
-            entities=[entity],
-            ttl=_NO_EXPIRY,
-            schema=schema,
-            source=FileSource(
-                name=f"{view.name}{TUNING_SUFFIX}_source",
-                path=str(features_dir / TUNING_DIR / file),
-                timestamp_field=TIMESTAMP_FIELD,
-                description=f"{view.name} snapshots computed from the fit split only (tuning)",
-            ),
-            online=False,
-            tags={"owner": "fusionrec", "stage": "features", "phase": "tuning"},
-        )
-        for view, entity, schema, file in (
-            (user_profile, user, USER_PROFILE_SCHEMA, USER_PROFILE_FILE),
-            (item_stats, item, ITEM_STATS_SCHEMA, ITEM_STATS_FILE),
-        )
+    tuning = features_dir / TUNING_DIR
+    tuning_views = (
+        _snapshot_view("user_profile", user, USER_PROFILE_SCHEMA, tuning / USER_PROFILE_FILE, tuning=True),
+        _snapshot_view("item_stats", item, ITEM_STATS_SCHEMA, tuning / ITEM_STATS_FILE, tuning=True),
     )
     return FeatureRepo(
         tuning_views=tuning_views,
         user=user,
         item=item,
-        user_profile_source=user_profile_source,
-        item_stats_source=item_stats_source,
+        user_profile_source=user_profile.batch_source,
+        item_stats_source=item_stats.batch_source,
         user_profile=user_profile,
         item_stats=item_stats,
         two_tower_features=two_tower_features,
