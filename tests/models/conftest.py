@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import scipy.sparse as sp
 
 from models.base import InteractionData, Recommender
+from pipelines.metrics import ranking_metrics
 
 
 @pytest.fixture(scope="session")
@@ -54,42 +52,16 @@ class Split:
 
 @pytest.fixture(scope="session")
 def ml100k() -> Split:
-    """ML-100k ratings as implicit feedback, split at random 75/25 per interaction (seed 0)."""
-    spec = importlib.util.find_spec("recbole")
-    if spec is None or spec.origin is None:
-        pytest.skip("ML-100k missing: pip install --no-deps recbole==1.2.1")
-    path = Path(spec.origin).parent / "dataset_example" / "ml-100k" / "ml-100k.inter"
-    frame = pd.read_csv(path, sep="\t", usecols=[0, 1])
-    frame.columns = ["user_id", "item_id"]
-    users = frame["user_id"].astype("category")
-    items = frame["item_id"].astype("category")
-    user_codes, item_codes = users.cat.codes.to_numpy(), items.cat.codes.to_numpy()
-    is_test = np.random.default_rng(0).random(len(frame)) < 0.25
-    shape = (len(users.cat.categories), len(items.cat.categories))
+    """ML-100k ratings as implicit feedback, split by protocol 1 (stratified 75/25 per item, seed 42)."""
+    from pipelines.datasets import load_movielens_100k
+    from pipelines.split import stratified_split
+    from pipelines.splitdata import interaction_matrix
 
-    def matrix(mask: np.ndarray) -> sp.csr_matrix:
-        ones = np.ones(mask.sum(), dtype=np.float32)
-        return sp.csr_matrix((ones, (user_codes[mask], item_codes[mask])), shape=shape)
-
-    train = InteractionData(
-        matrix=matrix(~is_test),
-        user_ids=users.cat.categories.astype(str).to_numpy(),
-        item_ids=items.cat.categories.astype(str).to_numpy(),
-    )
-    return Split(train=train, test=matrix(is_test))
-
-
-def ndcg_at_k(recommended: np.ndarray, test: sp.csr_matrix, k: int = 10) -> float:
-    """Mean binary nDCG@k over users with at least one test item; ``recommended`` rows are ranked item ids."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    values = []
-    for user in range(test.shape[0]):
-        relevant = test.indices[test.indptr[user] : test.indptr[user + 1]]
-        if len(relevant) == 0:
-            continue
-        gains = np.isin(recommended[user, :k], relevant)
-        values.append((gains * discounts).sum() / discounts[: min(k, len(relevant))].sum())
-    return float(np.mean(values))
+    train, test = stratified_split(load_movielens_100k().interactions, 0.75, "item_id", seed=42)
+    user_ids = np.array(sorted(train["user_id"].unique()), dtype=object)
+    item_ids = np.array(sorted(train["item_id"].unique()), dtype=object)
+    matrix = interaction_matrix(train, user_ids, item_ids)
+    return Split(InteractionData(matrix, user_ids, item_ids), interaction_matrix(test, user_ids, item_ids))
 
 
 @pytest.fixture(scope="session")
@@ -99,6 +71,7 @@ def ml100k_ndcg(ml100k: Split) -> Evaluate:
     def evaluate(model: Recommender) -> float:
         users = np.arange(ml100k.train.n_users)
         recommended, _ = model.recommend(users, 10, exclude=ml100k.train.matrix)
-        return ndcg_at_k(recommended, ml100k.test, 10)
+        has_test = ml100k.test.getnnz(axis=1) > 0
+        return ranking_metrics(recommended[has_test], ml100k.test[has_test], k=10)["ndcg"]
 
     return evaluate
