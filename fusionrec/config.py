@@ -106,6 +106,15 @@ def _env_home() -> Path:
     return Path(os.environ.get("FUSIONREC_HOME", ".fusionrec")).expanduser().resolve()
 
 
+# Environment variables that switch a run to production services, and the RunConfig field each sets.
+ENV_SWITCHES = {
+    "FUSIONREC_ONLINE_STORE": "online_store",
+    "FUSIONREC_SERVING_STORE": "serving_store",
+    "FUSIONREC_REDIS_URL": "redis_url",
+    "MLFLOW_TRACKING_URI": "mlflow_tracking_uri",
+}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything one retrain run needs. Build with ``RunConfig.from_env(**overrides)``."""
@@ -147,15 +156,9 @@ class RunConfig:
     @classmethod
     def from_env(cls, **overrides: Any) -> RunConfig:
         """Defaults, then ``FUSIONREC_*`` environment variables, then explicit overrides."""
-        env: dict[str, Any] = {}
-        if v := os.environ.get("FUSIONREC_ONLINE_STORE"):
-            env["online_store"] = v
-        if v := os.environ.get("FUSIONREC_SERVING_STORE"):
-            env["serving_store"] = v
-        if v := os.environ.get("FUSIONREC_REDIS_URL"):
-            env["redis_url"] = v
-        if v := os.environ.get("MLFLOW_TRACKING_URI"):
-            env["mlflow_tracking_uri"] = v
+        env: dict[str, Any] = {
+            field: os.environ[var] for var, field in ENV_SWITCHES.items() if os.environ.get(var)
+        }
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "home" in env:
             env["home"] = Path(env["home"]).expanduser().resolve()
