@@ -7,6 +7,7 @@ side features arrive as dense matrices aligned to the user/item index.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -21,6 +22,8 @@ class InteractionData:
 
     ``matrix[u, i]`` is the implicit-feedback weight (count of interactions, or 1). Rows of
     ``user_features``/``item_features`` are aligned with ``user_ids``/``item_ids``.
+    ``item_text`` holds one document per item (title, category, brand, ... joined by spaces) for content
+    models; ``history`` holds each user's item indices in time order (repeats kept) for sequential models.
     """
 
     matrix: sp.csr_matrix
@@ -28,6 +31,8 @@ class InteractionData:
     item_ids: np.ndarray
     user_features: np.ndarray | None = None
     item_features: np.ndarray | None = None
+    item_text: list[str] | None = None
+    history: list[np.ndarray] | None = None
 
     @property
     def n_users(self) -> int:
@@ -67,6 +72,15 @@ class Recommender:
 
     def __init__(self, **params: Any) -> None:
         self.params = params
+        # Set by a trainer (e.g. for Optuna pruning); iterative models call ``report_epoch`` after each epoch.
+        self.epoch_callback: Callable[[int], None] | None = None
+
+    def report_epoch(self, epoch: int) -> None:
+        """Tell the trainer that epoch ``epoch`` (0-based) is done; ``score`` must work at this point.
+
+        The callback may raise (Optuna's ``TrialPruned``) to stop a hopeless fit early."""
+        if self.epoch_callback is not None:
+            self.epoch_callback(epoch)
 
     # --- to implement -------------------------------------------------------------------------------
     def fit(self, data: InteractionData) -> Recommender:
