@@ -7,7 +7,9 @@ popularity, the logits get the logQ correction (Yi et al., RecSys 2019) so the m
 softmax instead of learning to demote popular items.
 
 After ``fit`` the final user and item embeddings are exported as numpy matrices: scoring, saving and loading
-need no TensorFlow.
+need no TensorFlow. So is the item tower's feature projection: a brand-new item with side features but no
+id embedding (cold start) is embedded as ``normalize(features @ kernel)`` — its id part taken as zero — and
+scored against the known users (``embed_new_items``/``score_new_items``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class TwoTower(Recommender):
         self.seed = int(seed)
         self.user_embeddings_: np.ndarray | None = None  # (n_users, dim) float32, unit rows
         self.item_embeddings_: np.ndarray | None = None  # (n_items, dim) float32, unit rows
+        self.item_projection_: np.ndarray | None = None  # (n_item_features, dim) float32, None w/o features
 
     def fit(self, data: InteractionData) -> TwoTower:
         from models.two_tower_keras import train_towers  # TensorFlow loads here, for training only
@@ -57,7 +60,7 @@ class TwoTower(Recommender):
         pairs = data.matrix.tocoo()
         keep = pairs.data > 0
         users, items = pairs.row[keep].astype(np.int32), pairs.col[keep].astype(np.int32)
-        self.user_embeddings_, self.item_embeddings_ = train_towers(
+        self.user_embeddings_, self.item_embeddings_, self.item_projection_ = train_towers(
             users,
             items,
             data.n_users,
@@ -78,13 +81,38 @@ class TwoTower(Recommender):
             raise RuntimeError("TwoTower.score called before fit")
         return self.user_embeddings_[np.asarray(user_idx)] @ self.item_embeddings_.T
 
+    def embed_new_items(self, item_features: np.ndarray) -> np.ndarray:
+        """Unit-norm item-tower embeddings (n, dim) of new items from their side features alone.
+
+        ``item_features`` rows have the columns the model was fitted with; an all-zero projection stays 0."""
+        if self.user_embeddings_ is None:
+            raise RuntimeError("TwoTower.embed_new_items called before fit")
+        if self.item_projection_ is None:
+            raise ValueError("TwoTower was fitted without item features: new items cannot be embedded")
+        features = np.atleast_2d(np.asarray(item_features, dtype=np.float32))
+        if features.shape[1] != self.item_projection_.shape[0]:
+            raise ValueError(
+                f"TwoTower: expected {self.item_projection_.shape[0]} item features, got {features.shape[1]}"
+            )
+        vectors = features @ self.item_projection_
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        return (vectors / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+    def score_new_items(self, user_idx: np.ndarray, item_features: np.ndarray) -> np.ndarray:
+        """Scores of new items (from their side features) for the given users: (len(user_idx), n_new)."""
+        return self.user_embeddings_[np.asarray(user_idx)] @ self.embed_new_items(item_features).T
+
     def _save_state(self, path: Path) -> None:
         np.save(path / "user_embeddings.npy", self.user_embeddings_)
         np.save(path / "item_embeddings.npy", self.item_embeddings_)
+        if self.item_projection_ is not None:
+            np.save(path / "item_projection.npy", self.item_projection_)
 
     def _load_state(self, path: Path) -> None:
         self.user_embeddings_ = np.load(path / "user_embeddings.npy")
         self.item_embeddings_ = np.load(path / "item_embeddings.npy")
+        projection = path / "item_projection.npy"  # absent when fitted without item features
+        self.item_projection_ = np.load(projection) if projection.exists() else None
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

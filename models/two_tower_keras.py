@@ -32,8 +32,11 @@ def train_towers(
     learning_rate: float,
     temperature: float,
     seed: int,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Train on observed (user, item) index pairs; return the unit-norm user and item embedding matrices."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Train on observed (user, item) index pairs.
+
+    Returns the unit-norm user and item embedding matrices and the item tower's feature projection kernel
+    (n_item_features, dim), or None without item features: it embeds new items that have no id embedding."""
     keras.utils.set_random_seed(seed)  # python, numpy and TF global seeds
     user_tower = Tower(n_users, embedding_dim, user_features, seed, name="user_tower")
     item_tower = Tower(n_items, embedding_dim, item_features, seed + 1, name="item_tower")
@@ -48,7 +51,7 @@ def train_towers(
     model.fit(batches, epochs=epochs, shuffle=False, verbose=0)
     user_embeddings = user_tower(np.arange(n_users, dtype=np.int32)).numpy()
     item_embeddings = item_tower(np.arange(n_items, dtype=np.int32)).numpy()
-    return user_embeddings, item_embeddings
+    return user_embeddings, item_embeddings, item_tower.projection_kernel()
 
 
 class Tower(keras.layers.Layer):
@@ -69,6 +72,12 @@ class Tower(keras.layers.Layer):
                 name="features",
             )
         )
+
+    def projection_kernel(self) -> np.ndarray | None:
+        """The feature projection's (n_features, dim) kernel as float32 numpy, or None without features."""
+        if self.projection is None:
+            return None
+        return np.asarray(keras.ops.convert_to_numpy(self.projection.kernel), dtype=np.float32)
 
     def call(self, idx: tf.Tensor) -> tf.Tensor:
         vectors = self.embedding(idx)
