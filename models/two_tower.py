@@ -60,6 +60,11 @@ class TwoTower(Recommender):
         pairs = data.matrix.tocoo()
         keep = pairs.data > 0
         users, items = pairs.row[keep].astype(np.int32), pairs.col[keep].astype(np.int32)
+
+        def on_epoch(epoch: int, user_embeddings: np.ndarray, item_embeddings: np.ndarray) -> None:
+            self.user_embeddings_, self.item_embeddings_ = user_embeddings, item_embeddings
+            self.report_epoch(epoch)
+
         self.user_embeddings_, self.item_embeddings_, self.item_projection_ = train_towers(
             users,
             items,
@@ -73,6 +78,7 @@ class TwoTower(Recommender):
             learning_rate=self.learning_rate,
             temperature=self.temperature,
             seed=self.seed,
+            on_epoch=on_epoch if self.epoch_callback is not None else None,
         )
         return self
 

@@ -6,6 +6,7 @@ Imported only by ``TwoTower.fit``, so loading or scoring a saved two-tower never
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,11 +33,13 @@ def train_towers(
     learning_rate: float,
     temperature: float,
     seed: int,
+    on_epoch: Callable[[int, np.ndarray, np.ndarray], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Train on observed (user, item) index pairs.
 
     Returns the unit-norm user and item embedding matrices and the item tower's feature projection kernel
-    (n_item_features, dim), or None without item features: it embeds new items that have no id embedding."""
+    (n_item_features, dim), or None without item features: it embeds new items that have no id embedding.
+    ``on_epoch(epoch, user_embeddings, item_embeddings)`` is called after each epoch when given."""
     keras.utils.set_random_seed(seed)  # python, numpy and TF global seeds
     user_tower = Tower(n_users, embedding_dim, user_features, seed, name="user_tower")
     item_tower = Tower(n_items, embedding_dim, item_features, seed + 1, name="item_tower")
@@ -48,10 +51,20 @@ def train_towers(
         .shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size)
     )
-    model.fit(batches, epochs=epochs, shuffle=False, verbose=0)
-    user_embeddings = user_tower(np.arange(n_users, dtype=np.int32)).numpy()
-    item_embeddings = item_tower(np.arange(n_items, dtype=np.int32)).numpy()
-    return user_embeddings, item_embeddings, item_tower.projection_kernel()
+
+    def export() -> tuple[np.ndarray, np.ndarray]:
+        return (
+            user_tower(np.arange(n_users, dtype=np.int32)).numpy(),
+            item_tower(np.arange(n_items, dtype=np.int32)).numpy(),
+        )
+
+    callbacks = []
+    if on_epoch is not None:
+        callbacks.append(
+            keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, _: on_epoch(epoch, *export()))
+        )
+    model.fit(batches, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
+    return *export(), item_tower.projection_kernel()
 
 
 class Tower(keras.layers.Layer):

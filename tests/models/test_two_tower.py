@@ -136,3 +136,11 @@ def test_loading_and_scoring_need_no_tensorflow(tiny: InteractionData, tmp_path:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_reports_each_epoch_with_scores_that_work(tiny: InteractionData) -> None:
+    model = TwoTower(embedding_dim=8, epochs=3, batch_size=8, seed=0)
+    seen: list[tuple[int, tuple[int, int]]] = []
+    model.epoch_callback = lambda epoch: seen.append((epoch, model.score(np.arange(2)).shape))
+    model.fit(tiny)
+    assert seen == [(0, (2, 8)), (1, (2, 8)), (2, (2, 8))]
