@@ -5,7 +5,7 @@ VENV := .venv
 export FUSIONREC_HOME ?= $(CURDIR)/.fusionrec
 export UV_LINK_MODE ?= copy
 
-.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help
+.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help bench benchmarks
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -23,6 +23,16 @@ $(VENV)/.installed: uv.lock pyproject.toml
 
 demo: install  ## Run the retrain DAG on MovieLens-100k, serve, print top-10 for one user
 	bash scripts/demo.sh
+
+BENCH := docs/bench
+bench: install  ## Benchmark the whole model zoo on ML-100k, protocol 1 (prints the table)
+	$(VENV)/bin/fusionrec bench --dataset ml-100k --protocol msr --json $(BENCH)/ml-100k-msr.json
+
+benchmarks: bench  ## All benchmarks (ML-100k msr + temporal, Instacart next-basket) -> docs/benchmarks.md
+	$(VENV)/bin/fusionrec bench --dataset ml-100k --protocol temporal --json $(BENCH)/ml-100k-temporal.json
+	$(VENV)/bin/fusionrec bench --dataset instacart --protocol next-basket --json $(BENCH)/instacart-next-basket.json
+	$(VENV)/bin/fusionrec bench-report $(BENCH)/ml-100k-msr.json $(BENCH)/ml-100k-temporal.json \
+		$(BENCH)/instacart-next-basket.json --out docs/benchmarks.md
 
 test: install  ## The whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -ra

@@ -98,6 +98,8 @@ def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, An
         },
         "n_trials": params.get("n_trials"),
         "models": params.get("models"),
+        "fusions": params.get("fusions"),
+        "model_trials": params.get("model_trials") or None,
         "auto_approve": params.get("auto_approve"),
         "run_id": run_id,
     }
@@ -128,6 +130,10 @@ def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusion
 
     return RunConfig.from_env(**config_overrides(params or {}, run_id))
 
+
+# Same values as fusionrec.config (a test keeps them equal): this file must parse without the package.
+DEFAULT_MODELS = ("ease", "itemknn", "ials", "two_tower")
+FUSION_METHODS = ("blend", "rrf", "stacking")
 
 # The stages before the approval gate, in order: (task id, "module:function" in pipelines/).
 STAGES = (
@@ -187,11 +193,24 @@ def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
         ),
         "n_trials": Param(4, type="integer", minimum=1, description="Optuna trials per model."),
         "models": Param(
-            ["ease", "two_tower"],
+            list(DEFAULT_MODELS),
             type="array",
             items={"type": "string"},
             minItems=1,
-            description="Candidate model names (models/registry.py).",
+            description="Single models to tune and train (models/registry.py), e.g. ease, itemknn, ials, bpr, "
+            "content, two_tower, neumf, sasrec, lightgcn, popularity, buy_again.",
+        ),
+        "fusions": Param(
+            list(FUSION_METHODS),
+            type="array",
+            items={"type": "string", "enum": list(FUSION_METHODS)},
+            description="Fusion methods compared with the single models on validation (may be empty).",
+        ),
+        "model_trials": Param(
+            {},
+            type="object",
+            additionalProperties={"type": "integer", "minimum": 1},
+            description='Per-model Optuna trial budgets overriding n_trials, e.g. {"two_tower": 2}.',
         ),
         "auto_approve": Param(False, type="boolean", description="Skip the human approval gate."),
         "home": Param(None, type=["null", "string"], description="Override FUSIONREC_HOME."),

@@ -89,6 +89,56 @@ def _run(stage: Callable[[RunConfig], Any], cfg: RunConfig, as_json: bool = Fals
 json_option = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 
 
+def _names(value: str | None) -> list[str] | None:
+    """``"a, b"`` -> ``["a", "b"]``; ``""`` -> ``[]`` (e.g. no fusions); None stays None (the default)."""
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _budgets(values: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """``--budget two_tower=3 --budget ease=60s`` -> per-model trial and time budgets for RunConfig."""
+    trials: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    for value in values:
+        name, _, amount = value.partition("=")
+        try:
+            if amount.endswith("s"):
+                seconds[name.strip()] = float(amount[:-1])
+            else:
+                trials[name.strip()] = int(amount)
+        except ValueError:
+            raise click.BadParameter(
+                f"{value!r}: use NAME=TRIALS or NAME=SECONDSs", param_hint="--budget"
+            ) from None
+    return {"model_trials": trials or None, "model_seconds": seconds or None}
+
+
+def zoo_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Which models and fusions a run trains and compares, and how much tuning each gets."""
+    options = [
+        click.option(
+            "--models",
+            default=None,
+            help="Comma-separated single models (default: ease,itemknn,ials,two_tower).",
+        ),
+        click.option(
+            "--fusions",
+            default=None,
+            help='Comma-separated fusions: blend,rrf,stacking (default all; "" none).',
+        ),
+        click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Optuna trials per model."),
+        click.option(
+            "--budget", multiple=True, metavar="NAME=N|NAME=Ss", help="Per-model budget: trials or seconds."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _zoo(models: str | None, fusions: str | None, n_trials: int | None, budget: tuple[str, ...]) -> dict:
+    return {"models": _names(models), "fusions": _names(fusions), "n_trials": n_trials} | _budgets(budget)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
@@ -125,53 +175,47 @@ def cli(
     ctx.obj = {"home": home, "globals": {"serving_store": serving_store, "online_store": online_store}}
 
 
+def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options that say where raw data comes from (a bundled dataset or files with a column mapping)."""
+    options = [
+        click.option(
+            "--dataset",
+            type=click.Choice(["ml-100k", "instacart"]),
+            default=None,
+            help="A bundled public dataset (default ml-100k when no file is given).",
+        ),
+        click.option(
+            "--interactions", type=click.Path(dir_okay=False), help="CSV or Parquet file of interactions."
+        ),
+        click.option("--items", type=click.Path(dir_okay=False), help="Optional item catalogue file."),
+        click.option("--users", type=click.Path(dir_okay=False), help="Optional users file."),
+        click.option("--user-col", default="user_id", show_default=True),
+        click.option("--item-col", default="item_id", show_default=True),
+        click.option("--rating-col", default="rating", show_default=True),
+        click.option("--timestamp-col", default="timestamp", show_default=True),
+        click.option("--event-col", default="event_type", show_default=True),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _source(dataset: str | None, interactions: str | None, **files_and_columns: Any) -> dict[str, Any]:
+    if dataset and interactions:
+        raise click.UsageError("give either --dataset or --interactions, not both")
+    source = {"dataset": None if interactions else (dataset or "ml-100k"), "interactions": interactions}
+    return source | files_and_columns
+
+
 @cli.command()
-@click.option(
-    "--dataset",
-    type=click.Choice(["ml-100k", "instacart"]),
-    default=None,
-    help="A bundled public dataset (default ml-100k when no file is given).",
-)
-@click.option("--interactions", type=click.Path(dir_okay=False), help="CSV or Parquet file of interactions.")
-@click.option("--items", type=click.Path(dir_okay=False), help="Optional item catalogue file.")
-@click.option("--users", type=click.Path(dir_okay=False), help="Optional users file.")
-@click.option("--user-col", default="user_id", show_default=True)
-@click.option("--item-col", default="item_id", show_default=True)
-@click.option("--rating-col", default="rating", show_default=True)
-@click.option("--timestamp-col", default="timestamp", show_default=True)
-@click.option("--event-col", default="event_type", show_default=True)
+@source_options
 @json_option
 @click.pass_context
-def ingest(
-    ctx: click.Context,
-    dataset: str | None,
-    interactions: str | None,
-    items: str | None,
-    users: str | None,
-    user_col: str,
-    item_col: str,
-    rating_col: str,
-    timestamp_col: str,
-    event_col: str,
-    as_json: bool,
-) -> None:
+def ingest(ctx: click.Context, as_json: bool, **source: Any) -> None:
     """Read a dataset or files into canonical Parquet tables."""
     from pipelines.ingest import ingest as run_ingest
 
-    if dataset and interactions:
-        raise click.UsageError("give either --dataset or --interactions, not both")
-    source = {
-        "dataset": None if interactions else (dataset or "ml-100k"),
-        "interactions": interactions,
-        "items": items,
-        "users": users,
-        "user_col": user_col,
-        "item_col": item_col,
-        "rating_col": rating_col,
-        "timestamp_col": timestamp_col,
-        "event_col": event_col,
-    }
-    cfg = _config(ctx, source=source)
+    cfg = _config(ctx, source=_source(**source))
     _run(run_ingest, cfg, as_json)
     remembered = {key: cfg.to_dict()[key] for key in REMEMBERED}
     (cfg.home / RUN_FILE).write_text(json.dumps(remembered, indent=2))
@@ -205,16 +249,133 @@ def split(ctx: click.Context, protocol: str | None, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower).")
-@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Optuna trials per model.")
+@zoo_options
 @json_option
 @click.pass_context
-def train(ctx: click.Context, models: str | None, n_trials: int | None, as_json: bool) -> None:
-    """Tune (Optuna) and train each model; every trial is an MLflow run."""
+def train(ctx: click.Context, as_json: bool, **zoo: Any) -> None:
+    """Tune (Optuna, resumable, with pruning) and train each model; every trial is an MLflow run."""
     from pipelines.train import train as run_train
 
-    names = [m.strip() for m in models.split(",")] if models else None
-    _run(run_train, _config(ctx, models=names, n_trials=n_trials), as_json)
+    _run(run_train, _config(ctx, **_zoo(**zoo)), as_json)
+
+
+@cli.command()
+@click.option(
+    "--fusions", default=None, help='Comma-separated fusions: blend,rrf,stacking (default all; "" none).'
+)
+@json_option
+@click.pass_context
+def fuse(ctx: click.Context, fusions: str | None, as_json: bool) -> None:
+    """Tune the fusions of the trained models and select the best candidate on validation."""
+    from pipelines.fuse import fuse_and_select
+
+    _run(fuse_and_select, _config(ctx, fusions=_names(fusions)), as_json)
+
+
+@cli.command()
+@click.option("--k", type=click.IntRange(1, 1000), default=None, help="Cut-off of the ranking metrics.")
+@json_option
+@click.pass_context
+def evaluate(ctx: click.Context, k: int | None, as_json: bool) -> None:
+    """Score every final model, fusion and the selection on the test split, once (metrics@k, coverage,
+    diversity, novelty, bootstrap CI of the selection against the best single model)."""
+    from pipelines.evaluate import evaluate as run_evaluate
+
+    _run(run_evaluate, _config(ctx, k=k), as_json)
+
+
+@cli.command()
+@source_options
+@click.option(
+    "--protocol",
+    type=click.Choice(["msr", "temporal", "next-basket"]),
+    default=None,
+    help="Evaluation protocol (default: the dataset's own; msr for files).",
+)
+@zoo_options
+@click.option("--k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), help="Write the benchmark JSON here.")
+@click.option(
+    "--workdir", type=click.Path(file_okay=False), help="Scratch home (default: HOME/bench/DATASET-PROTOCOL)."
+)
+@click.option("--keep", is_flag=True, help="Keep the scratch home, so Optuna studies resume.")
+@click.pass_context
+def bench(
+    ctx: click.Context,
+    protocol: str | None,
+    k: int,
+    json_out: str | None,
+    workdir: str | None,
+    keep: bool,
+    models: str | None,
+    fusions: str | None,
+    n_trials: int | None,
+    budget: tuple[str, ...],
+    **source: Any,
+) -> None:
+    """Benchmark the model zoo and fusions on a dataset or file: the pipeline's own stages in a scratch home.
+
+    Prints a table and writes {"dataset", "protocol", "k", "results": [...], "selected", ...} to --json."""
+    from pipelines.bench import bench as run_bench
+    from pipelines.bench import bench_models
+
+    zoo = _zoo(models, fusions, n_trials, budget)
+    zoo["models"] = zoo["models"] or list(bench_models())
+    src = _source(**source)
+    probe = RunConfig.from_env(source=src, protocol=protocol)
+    home = (
+        Path(workdir)
+        if workdir
+        else Path(ctx.obj["home"]) / "bench" / f"{probe.source.name}-{probe.effective_protocol}"
+    )
+    cfg = RunConfig.from_env(
+        home=home, source=src, protocol=protocol, k=k, **{k_: v for k_, v in zoo.items() if v is not None}
+    )
+    document = _call(lambda c: run_bench(c, Path(json_out) if json_out else None, keep), cfg)
+    click.echo(bench_table(document))
+
+
+def bench_table(document: dict[str, Any]) -> str:
+    k = document["k"]
+    columns = [
+        f"ndcg@{k}",
+        f"precision@{k}",
+        f"recall@{k}",
+        f"map@{k}",
+        "coverage",
+        "train_seconds",
+        "peak_rss_mb",
+    ]
+    lines = [f"{document['dataset']} · protocol {document['protocol']} · {document['test_users']} test users"]
+    lines.append(f"{'model':<12}" + "".join(f"{c:>15}" for c in columns))
+    for row in document["results"]:
+        mark = "*" if row["model"] == document["selected"] else " "
+        lines.append(
+            f"{mark}{row['model']:<11}" + "".join(f"{row.get(c, float('nan')):>15.4f}" for c in columns)
+        )
+    lines.append(f"* selected: {document['selected']} ({document['selection_reason']})")
+    if document.get("confidence_interval"):
+        ci = document["confidence_interval"]
+        lines.append(
+            f"selected - {ci['versus']} on test {ci['metric']}: {ci['difference']:+.4f} "
+            f"[95% CI {ci['low']:+.4f}, {ci['high']:+.4f}]"
+        )
+    lines.append(f"total {document['seconds']:.0f}s, peak RSS {document['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+@cli.command("bench-report")
+@click.argument("benchmarks", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", default="docs/benchmarks.md", show_default=True, type=click.Path(dir_okay=False))
+def bench_report(benchmarks: tuple[str, ...], out: str) -> None:
+    """Render benchmark JSON files into a Markdown page with plots, beside the published numbers."""
+    from pipelines.bench_report import write_report
+
+    try:
+        write_report([Path(b) for b in benchmarks], Path(out))
+    except ValueError as error:  # a file that is not a benchmark document
+        raise click.ClickException(str(error)) from None
+    click.echo(f"wrote {out}")
 
 
 # Stages that take nothing but the run's config: one command each, generated from this table.
@@ -228,16 +389,6 @@ SIMPLE_STAGES = (
         "features",
         "pipelines.features:build_features",
         "Compute features, `feast apply` and materialize them to the online store.",
-    ),
-    (
-        "fuse",
-        "pipelines.fuse:fuse_and_select",
-        "Blend the trained models and select the best candidate on validation.",
-    ),
-    (
-        "evaluate",
-        "pipelines.evaluate:evaluate",
-        "Score every final model and the selection on the test split, once.",
     ),
     (
         "register",
@@ -382,16 +533,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @cli.command("run")
-@click.option("--models", default=None, help="Comma-separated model names (e.g. ease,two_tower,buy_again).")
-@click.option("--n-trials", type=click.IntRange(min=1), default=None, help="Optuna trials per model.")
+@zoo_options
 @click.option("--auto-approve", is_flag=True, help="Approve the challenger without a reviewer, then promote.")
 @click.pass_context
-def run_all(ctx: click.Context, models: str | None, n_trials: int | None, auto_approve: bool) -> None:
+def run_all(ctx: click.Context, auto_approve: bool, **zoo: Any) -> None:
     """Run every stage after ingest in this process, without Airflow (ingest first)."""
     from pipelines.run import run_pipeline
 
-    names = [m.strip() for m in models.split(",")] if models else None
-    cfg = _config(ctx, models=names, n_trials=n_trials, auto_approve=auto_approve)
+    cfg = _config(ctx, auto_approve=auto_approve, **_zoo(**zoo))
     _run(run_pipeline, cfg, as_json=True)
 
 

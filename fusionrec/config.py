@@ -98,6 +98,10 @@ class Paths:
         return self.home / "dvc-remote"
 
     @property
+    def optuna_db(self) -> Path:  # Optuna studies (resumable), unless a storage URL is configured
+        return self.home / "optuna.db"
+
+    @property
     def reports(self) -> Path:  # stage results as JSON, read by `fusionrec status`
         return self.home / "reports"
 
@@ -112,7 +116,12 @@ ENV_SWITCHES = {
     "FUSIONREC_SERVING_STORE": "serving_store",
     "FUSIONREC_REDIS_URL": "redis_url",
     "MLFLOW_TRACKING_URI": "mlflow_tracking_uri",
+    "FUSIONREC_OPTUNA_STORAGE": "optuna_storage",
 }
+
+# The default model zoo of a retrain: strong, quick CF models and the Feast-fed two-tower (see docs/models.md).
+DEFAULT_MODELS = ("ease", "itemknn", "ials", "two_tower")
+FUSION_METHODS = ("blend", "rrf", "stacking")
 
 
 @dataclass(frozen=True)
@@ -122,8 +131,12 @@ class RunConfig:
     home: Path = field(default_factory=_env_home)
     source: SourceConfig = field(default_factory=SourceConfig)
     protocol: ProtocolId | None = None  # None: the dataset's default protocol
-    models: tuple[str, ...] = ("ease", "two_tower")
-    n_trials: int = 4  # Optuna trials per model
+    models: tuple[str, ...] = DEFAULT_MODELS
+    fusions: tuple[str, ...] = FUSION_METHODS  # fusion methods compared with the single models
+    n_trials: int = 4  # Optuna trials per model (default budget)
+    model_trials: dict[str, int] = field(default_factory=dict)  # per-model trial budgets
+    model_seconds: dict[str, float] = field(default_factory=dict)  # per-model time budgets (tuning)
+    optuna_storage: str | None = None  # None: SQLite file in home
     k: int = 10
     seed: int = 42
     max_reject_share: float = 0.05  # validation fails above this share of rejected rows
@@ -153,6 +166,10 @@ class RunConfig:
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{self.paths.mlflow_db}"
 
+    @property
+    def optuna_url(self) -> str:
+        return self.optuna_storage or f"sqlite:///{self.paths.optuna_db}"
+
     @classmethod
     def from_env(cls, **overrides: Any) -> RunConfig:
         """Defaults, then ``FUSIONREC_*`` environment variables, then explicit overrides."""
@@ -162,8 +179,9 @@ class RunConfig:
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "home" in env:
             env["home"] = Path(env["home"]).expanduser().resolve()
-        if "models" in env:
-            env["models"] = tuple(env["models"])
+        for name in ("models", "fusions"):
+            if name in env:
+                env[name] = tuple(env[name])
         if isinstance(env.get("source"), dict):
             env["source"] = SourceConfig(**env["source"])
         return cls(**env)
@@ -173,6 +191,7 @@ class RunConfig:
         d = dataclasses.asdict(self)
         d["home"] = str(self.home)
         d["models"] = list(self.models)
+        d["fusions"] = list(self.fusions)
         return d
 
     @classmethod

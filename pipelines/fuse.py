@@ -1,95 +1,260 @@
-"""Fuse-and-select stage: a weighted blend of the models' normalised scores, weights tuned by Optuna on the
-validation split; the best of the single models and the blend (by validation nDCG@k) is selected and packaged
-as a bundle fitted on all training data."""
+"""Fuse-and-select stage: fusions of the trained models are tuned on the validation split and compared with the
+single models; the best (by validation nDCG@k) is selected and packaged as a bundle fitted on all training data.
+
+Fusions (``cfg.fusions``):
+- ``blend``: weighted sum of per-user min-max normalised scores, weights by Optuna;
+- ``rrf``: reciprocal-rank fusion, weights, rank constant and depth by Optuna;
+- ``stacking``: LightGBM lambdarank over the union of the models' top lists with their scores, ranks and
+  Feast user/item features, trained on the validation fold. Its validation metrics are out-of-fold (2-fold
+  cross-fitting over validation users), so it is not judged on its own training labels; the ranker that ships
+  is then trained on all validation users. Test data is never read here.
+Every fusion is saved (``artifacts/fusions/<name>``, over the final models) so the evaluate stage and the
+benchmark report it like any model.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from fusionrec.config import RunConfig
 from models.base import Recommender
 from models.blend import WeightedBlend, normalize_scores
+from models.rank_fusion import ReciprocalRankFusion
+from models.stacking import Stacking
 from pipelines.bundle import Bundle
-from pipelines.splitdata import REPEATS_ALLOWED, HeldOut, evaluate_scores, load_split_data
+from pipelines.metrics import paired_bootstrap_ci
+from pipelines.resources import measure
+from pipelines.splitdata import REPEATS_ALLOWED, SplitData, evaluate_scores, load_split_data, user_metric
 from pipelines.stage import StageInputError, StageResult, load_report
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
 
 log = logging.getLogger(__name__)
 
-BLEND = "blend"
+BLEND, RRF, STACKING = "blend", "rrf", "stacking"
 NORMALIZATION = "minmax"
 
 
 @dataclass
 class SelectionResult(StageResult):
-    selected: str  # a model name or "blend"
+    selected: str  # a model name or a fusion name
     reason: str
     candidates: dict[str, dict[str, float]]  # name -> validation metrics
-    weights: dict[str, float]  # blend weights (empty when there is one model)
+    fusions: dict[str, dict[str, Any]]  # fusion name -> params, train_seconds, peak_rss_mb
+    weights: dict[str, float]  # blend weights (empty without a blend)
     bundle: str  # folder of the selected, deployable bundle
     mlflow_run_id: str
 
 
-def tune_blend_weights(
-    scores: dict[str, np.ndarray], held: HeldOut, k: int, n_trials: int, seed: int
-) -> tuple[dict[str, float], dict[str, float]]:
-    """Optuna over non-negative weights (normalised to sum 1) maximising validation nDCG@k."""
+@dataclass
+class Fusion:
+    """A tuned fusion: its parameters, validation scores and how to build it over the final models."""
+
+    params: dict[str, Any]
+    valid_scores: np.ndarray  # (valid users, n_items)
+    build: Callable[[dict[str, Recommender]], Recommender]
+
+
+def fusions_dir(cfg: RunConfig) -> Any:
+    return cfg.paths.artifacts / "fusions"
+
+
+def _study(seed: int) -> Any:
     import optuna
 
-    names = sorted(scores)
-    metric = f"ndcg@{k}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+
+
+def tune_blend(fit_models: dict[str, Recommender], data: SplitData, cfg: RunConfig) -> Fusion:
+    """Optuna over non-negative weights (normalised to sum 1) maximising validation nDCG@k."""
+    names = sorted(fit_models)
+    scores = {n: normalize_scores(fit_models[n].score(data.valid.user_idx), NORMALIZATION) for n in names}
+    metric = f"ndcg@{cfg.k}"
 
     def blend(weights: dict[str, float]) -> np.ndarray:
         return sum(weights[n] * scores[n] for n in names)
 
-    def objective(trial: optuna.Trial) -> float:
+    def objective(trial: Any) -> float:
         raw = {n: trial.suggest_float(n, 0.0, 1.0) for n in names}
         total = sum(raw.values()) or 1.0
         weights = {n: w / total for n, w in raw.items()}
         trial.set_user_attr("weights", weights)
-        return evaluate_scores(blend(weights), held, k)[metric]
+        return evaluate_scores(blend(weights), data.valid, cfg.k)[metric]
 
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study = _study(cfg.seed)
     study.enqueue_trial({n: 1.0 for n in names})  # the equal-weight blend is always tried
-    study.optimize(objective, n_trials=n_trials)
+    study.optimize(objective, n_trials=max(40, 10 * cfg.n_trials))
     weights = study.best_trial.user_attrs["weights"]
-    return weights, evaluate_scores(blend(weights), held, k)
+    return Fusion(
+        {"weights": weights, "normalize": NORMALIZATION},
+        blend(weights),
+        lambda final: WeightedBlend.from_models(final, weights, normalize=NORMALIZATION),
+    )
+
+
+def tune_rrf(fit_models: dict[str, Recommender], data: SplitData, cfg: RunConfig) -> Fusion:
+    """Optuna over per-model weights, the rank constant c and the list depth."""
+    names = sorted(fit_models)
+    parts = {n: fit_models[n] for n in names}
+    metric = f"ndcg@{cfg.k}"
+    exclude = data.valid.exclude
+
+    def objective(trial: Any) -> float:
+        params = ReciprocalRankFusion.weight_space(trial, names)
+        fusion = ReciprocalRankFusion.from_models(parts, seen=exclude, **_without(params, "components"))
+        return evaluate_scores(fusion.score(data.valid.user_idx), data.valid, cfg.k)[metric]
+
+    study = _study(cfg.seed)
+    study.enqueue_trial({f"weight_{n}": 1.0 for n in names} | {"c": 60.0, "depth": 100})  # classic RRF
+    study.optimize(objective, n_trials=max(20, 5 * cfg.n_trials))
+    params = _without(ReciprocalRankFusion.weight_space(_replay(study.best_params), names), "components")
+    best = ReciprocalRankFusion.from_models(parts, seen=exclude, **params)
+    seen = None if cfg.effective_protocol in REPEATS_ALLOWED else data.train.matrix
+    return Fusion(
+        params,
+        best.score(data.valid.user_idx),
+        lambda final: ReciprocalRankFusion.from_models(final, seen=seen, **params),
+    )
+
+
+def tune_stacking(fit_models: dict[str, Recommender], data: SplitData, cfg: RunConfig) -> Fusion:
+    """Optuna over the LightGBM parameters, judged by out-of-fold validation nDCG@k; candidates built once."""
+    metric = f"ndcg@{cfg.k}"
+    valid = data.valid
+    stack = Stacking.from_models(fit_models, data.fit, seen=valid.exclude, seed=cfg.seed)
+    candidates = stack.candidates(valid.user_idx)
+    defaults = {k: stack.params[k] for k in Stacking.search_space(_replay({}))}
+
+    def objective(trial: Any) -> float:
+        stack.params.update(Stacking.search_space(trial))
+        scores = stack.cross_fitted_scores(valid.user_idx, valid.relevant, candidates=candidates)
+        return evaluate_scores(scores, valid, cfg.k)[metric]
+
+    study = _study(cfg.seed)
+    study.enqueue_trial(defaults)
+    study.optimize(objective, n_trials=max(4, cfg.n_trials))
+    params = Stacking.search_space(_replay(study.best_params))
+    stack.params.update(params)
+    scores = stack.cross_fitted_scores(valid.user_idx, valid.relevant, candidates=candidates)
+    ranker = stack.train_ranker(candidates, valid.relevant)
+    seen = None if cfg.effective_protocol in REPEATS_ALLOWED else data.train.matrix
+    params = params | {"depth": stack.depth, "seed": cfg.seed}
+
+    def build(final: dict[str, Recommender]) -> Recommender:
+        model = Stacking.from_models(final, data.train, seen=seen, **params)
+        model.ranker_ = ranker
+        return model
+
+    return Fusion(params, scores, build)
+
+
+TUNERS: dict[str, Callable[[dict[str, Recommender], SplitData, RunConfig], Fusion]] = {
+    BLEND: tune_blend,
+    RRF: tune_rrf,
+    STACKING: tune_stacking,
+}
+MIN_MODELS = {BLEND: 2, RRF: 2, STACKING: 1}
+
+
+def _replay(params: dict[str, Any]) -> Any:
+    """A trial that answers every suggestion from ``params`` (or the low end of the range when absent)."""
+    import optuna
+
+    class Replay(optuna.trial.FixedTrial):
+        def _suggest(self, name: str, distribution: Any) -> Any:
+            if name not in self._params:
+                self._params[name] = _default_of(distribution)
+            return super()._suggest(name, distribution)
+
+    return Replay(dict(params))
+
+
+def _default_of(distribution: Any) -> Any:
+    if hasattr(distribution, "choices"):
+        return distribution.choices[0]
+    return distribution.low
+
+
+def _without(params: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if k != key}
+
+
+def selection_reason(
+    selected: str,
+    candidates: dict[str, dict[str, float]],
+    singles: list[str],
+    ci: dict[str, float] | None,
+    k: int,
+) -> str:
+    metric = f"ndcg@{k}"
+    ranked = sorted(candidates, key=lambda n: -candidates[n][metric])
+    reason = f"highest validation {metric} {candidates[selected][metric]:.4f}"
+    if len(ranked) > 1:
+        runner_up = ranked[1]
+        reason += f" (next: {runner_up} {candidates[runner_up][metric]:.4f})"
+    if ci is not None:
+        best_single = max(singles, key=lambda n: candidates[n][metric])
+        reason += (
+            f"; vs best single model {best_single}: {ci['difference']:+.4f} "
+            f"[95% CI {ci['low']:+.4f}, {ci['high']:+.4f}] over validation users"
+        )
+    return reason
 
 
 def fuse_and_select(cfg: RunConfig) -> SelectionResult:
-    """Compare single models and their blend on validation; save the winner as ``artifacts/selected``."""
+    """Tune fusions, compare them with single models on validation, save every fusion and the winner."""
     import mlflow
 
     trained = load_report(cfg.paths.reports, "train")
     if not trained:
         raise StageInputError("no trained models: run the train stage first")
+    unknown = sorted(set(cfg.fusions) - set(TUNERS))
+    if unknown:
+        raise StageInputError(f"unknown fusion(s) {', '.join(unknown)}; available: {', '.join(TUNERS)}")
     names = sorted(trained["models"])
-    data = load_split_data(cfg, with_features=False)  # fitted models score without side features
-    candidates = {name: trained["models"][name]["valid"] for name in names}
-    weights: dict[str, float] = {}
-    if len(names) > 1:
-        fit_models = {name: Recommender.load(model_dir(cfg, "fit", name)) for name in names}
-        scores = {
-            n: normalize_scores(m.score(data.valid.user_idx), NORMALIZATION) for n, m in fit_models.items()
-        }
-        weights, candidates[BLEND] = tune_blend_weights(
-            scores, data.valid, cfg.k, n_trials=max(40, 10 * cfg.n_trials), seed=cfg.seed
-        )
+    fusions = [f for f in cfg.fusions if len(names) >= MIN_MODELS[f]]
+    data = load_split_data(cfg, with_features=STACKING in fusions)
     metric = f"ndcg@{cfg.k}"
+    candidates = {name: trained["models"][name]["valid"] for name in names}
+    fit_models = {name: Recommender.load(model_dir(cfg, "fit", name)) for name in names}
+    tuned: dict[str, Fusion] = {}
+    usage: dict[str, dict[str, float]] = {}
+    for fusion in fusions:
+        log.info("tuning fusion %s over %s", fusion, ", ".join(names))
+        with measure() as used:
+            tuned[fusion] = TUNERS[fusion](fit_models, data, cfg)
+        usage[fusion] = {"train_seconds": round(used.seconds, 3), "peak_rss_mb": round(used.peak_rss_mb, 1)}
+        candidates[fusion] = evaluate_scores(tuned[fusion].valid_scores, data.valid, cfg.k)
+        log.info(
+            "fusion %s: validation %s=%.4f %s",
+            fusion,
+            metric,
+            candidates[fusion][metric],
+            tuned[fusion].params,
+        )
     selected = max(candidates, key=lambda n: candidates[n][metric])
-    runner_up = sorted((c[metric], n) for n, c in candidates.items() if n != selected)
-    reason = f"highest validation {metric} {candidates[selected][metric]:.4f}" + (
-        f" (next: {runner_up[-1][1]} {runner_up[-1][0]:.4f})" if runner_up else ""
-    )
-    final: dict[str, Recommender] = {name: Recommender.load(model_dir(cfg, "final", name)) for name in names}
-    if selected == BLEND:
-        model: Recommender = WeightedBlend.from_models(final, [weights[n] for n in final])
-    else:
-        model = final[selected]
+    ci = None
+    if selected not in names:
+        best_single = max(names, key=lambda n: candidates[n][metric])
+        ci = paired_bootstrap_ci(
+            user_metric(tuned[selected].valid_scores, data.valid, cfg.k),
+            user_metric(fit_models[best_single].score(data.valid.user_idx), data.valid, cfg.k),
+            seed=cfg.seed,
+        )
+    reason = selection_reason(selected, candidates, names, ci, cfg.k)
+
+    final = {name: Recommender.load(model_dir(cfg, "final", name)) for name in names}
+    built: dict[str, Recommender] = {}
+    for fusion, outcome in tuned.items():
+        built[fusion] = outcome.build(final)
+        built[fusion].save(fusions_dir(cfg) / fusion)
+    model = built.get(selected) or final[selected]
     bundle_dir = cfg.paths.artifacts / "selected"
     repeats = cfg.effective_protocol in REPEATS_ALLOWED
     Bundle.from_training(model, data.train, repeats, seen=data.seen).save(bundle_dir)
@@ -98,11 +263,37 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
     with mlflow.start_run(
         run_name=f"select-{cfg.source.name}", tags=lineage_tags(cfg) | {"stage": "select"}
     ) as run:
-        mlflow.set_tags({"selected": selected, "selection_reason": reason})
-        mlflow.log_params({f"weight.{n}": round(w, 4) for n, w in weights.items()} | {"selected": selected})
+        mlflow.set_tags({"selected": selected, "selection_reason": reason[:5000]})
+        mlflow.log_params({"selected": selected, "fusions": ",".join(fusions)})
+        for fusion, outcome in tuned.items():
+            mlflow.log_params({f"{fusion}.{k}": _short(v) for k, v in outcome.params.items()})
         for name, metrics in candidates.items():
             mlflow.log_metrics(mlflow_metrics({f"{name}.valid_{k}": v for k, v in metrics.items()}))
     log.info("selected %s: %s", selected, reason)
-    result = SelectionResult(selected, reason, candidates, weights, str(bundle_dir), run.info.run_id)
+    weights = tuned[BLEND].params["weights"] if BLEND in tuned else {}
+    result = SelectionResult(
+        selected,
+        reason,
+        candidates,
+        {f: {"params": _jsonable(t.params)} | usage[f] for f, t in tuned.items()},
+        weights,
+        str(bundle_dir),
+        run.info.run_id,
+    )
     result.save(cfg.paths.reports, "select")
     return result
+
+
+def _short(value: Any) -> str:
+    """MLflow params are strings of bounded length: round floats, shorten containers."""
+    if isinstance(value, dict):
+        return ",".join(f"{k}={_short(v)}" for k, v in value.items())[:500]
+    if isinstance(value, list | tuple):
+        return ",".join(_short(v) for v in value)[:500]
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)[:500]
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in params.items()}

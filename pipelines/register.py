@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
-_REQUIREMENTS = ("mlflow", "numpy", "scipy", "pandas", "tensorflow-cpu")
+_REQUIREMENTS = ("mlflow", "numpy", "scipy", "pandas", "lightgbm", "tensorflow-cpu")
 
 
 def alias_version(cfg: RunConfig, alias: str) -> Any | None:
@@ -88,7 +88,7 @@ def register(cfg: RunConfig) -> RegisterResult:
     version_tags = tags | {
         "selected": selection["selected"],
         "selection_reason": selection["reason"],
-        "blend_weights": json.dumps(selection["weights"]),
+        "fusion_params": json.dumps(selection.get("fusions", {}).get(selection["selected"], {})),
         "test_metrics": json.dumps(test),
         "valid_metrics": json.dumps(valid),
         "approval.status": "pending",

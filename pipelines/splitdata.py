@@ -37,6 +37,7 @@ class SplitData:
     train: InteractionData  # final: fit + valid
     test: HeldOut  # scored once
     seen: sp.csr_matrix  # every known interaction (train + test): what serving never shows again
+    item_categories: np.ndarray  # int category code per item (-1 unknown), for diversity metrics
 
 
 def interaction_matrix(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> sp.csr_matrix:
@@ -71,6 +72,40 @@ def held_out(
     return HeldOut(eval_users, relevant, n_relevant, None if repeats else seen)
 
 
+def user_histories(frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray) -> list[np.ndarray]:
+    """Each user's item indices in time order (ties by source row), repeats kept; unknown ids dropped."""
+    order = [c for c in ("timestamp", "source_row") if c in frame]
+    ordered = frame.sort_values(order, kind="stable") if order else frame
+    users = pd.Index(user_ids).get_indexer(ordered["user_id"])
+    items = pd.Index(item_ids).get_indexer(ordered["item_id"])
+    known = (users >= 0) & (items >= 0)
+    users, items = users[known], items[known]
+    by_user = np.argsort(users, kind="stable")  # stable: time order survives within each user
+    bounds = np.searchsorted(users[by_user], np.arange(len(user_ids) + 1))
+    sorted_items = items[by_user].astype(np.int64)
+    return [sorted_items[bounds[u] : bounds[u + 1]] for u in range(len(user_ids))]
+
+
+def item_attributes(items: pd.DataFrame | None, item_ids: np.ndarray) -> tuple[list[str] | None, np.ndarray]:
+    """Per item of the index: a text document (title, genres, category, brand; None when no item has any)
+    and an int category code (-1 unknown)."""
+    frame = pd.DataFrame({"item_id": item_ids.astype(str)})
+    if items is not None:
+        items = items.assign(item_id=items["item_id"].astype(str)).drop_duplicates("item_id")
+        frame = frame.merge(items, on="item_id", how="left")
+    parts = [
+        frame[col].fillna("").astype(str).str.replace("|", " ", regex=False)
+        for col in ("title", "genres", "category", "brand")
+        if col in frame
+    ]
+    text = [" ".join(words).strip() for words in zip(*parts, strict=True)] if parts else [""] * len(frame)
+    category = frame["category"] if "category" in frame else pd.Series(pd.NA, index=frame.index)
+    if "genres" in frame:
+        category = category.fillna(frame["genres"].str.split("|").str[0])
+    codes = pd.Series(pd.Categorical(category.replace("", pd.NA))).cat.codes.to_numpy(dtype=np.int64)
+    return (text if any(text) else None), codes
+
+
 def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
     """Read ``cfg.paths.splits`` and build matrices over the train id index (plus Feast side features)."""
     splits = {
@@ -95,12 +130,29 @@ def load_split_data(cfg: RunConfig, with_features: bool = True) -> SplitData:
         )
         train_features = training_features(cfg, *ids, pd.Timestamp(train["timestamp"].max()), store=store)
     repeats = cfg.effective_protocol in REPEATS_ALLOWED
+    items_path = cfg.paths.validated / "items.parquet"
+    text, categories = item_attributes(pd.read_parquet(items_path) if items_path.exists() else None, item_ids)
     return SplitData(
-        fit=InteractionData(fit_matrix, user_ids, item_ids, *fit_features),
+        fit=InteractionData(
+            fit_matrix,
+            user_ids,
+            item_ids,
+            *fit_features,
+            item_text=text,
+            history=user_histories(splits["fit"], user_ids, item_ids),
+        ),
         valid=held_out(splits["valid"], user_ids, item_ids, fit_matrix, repeats),
-        train=InteractionData(train_matrix, user_ids, item_ids, *train_features),
+        train=InteractionData(
+            train_matrix,
+            user_ids,
+            item_ids,
+            *train_features,
+            item_text=text,
+            history=user_histories(train, user_ids, item_ids),
+        ),
         test=held_out(splits["test"], user_ids, item_ids, train_matrix, repeats),
         seen=interaction_matrix(pd.concat([train, splits["test"]]), user_ids, item_ids),
+        item_categories=categories,
     )
 
 
@@ -115,3 +167,12 @@ def evaluate_scores(scores: np.ndarray, held: HeldOut, k: int) -> dict[str, floa
     exclude = None if held.exclude is None else held.exclude[held.user_idx]
     recommended, _ = top_k(scores, k, exclude)
     return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)
+
+
+def user_metric(scores: np.ndarray, held: HeldOut, k: int, metric: str = "ndcg") -> np.ndarray:
+    """One metric@k per held-out user (rows of ``held``) from a score matrix: the input of paired bootstraps."""
+    from pipelines.metrics import per_user_metrics
+
+    exclude = None if held.exclude is None else held.exclude[held.user_idx]
+    recommended, _ = top_k(scores, k, exclude)
+    return per_user_metrics(recommended, held.relevant, held.n_relevant, k)[metric]

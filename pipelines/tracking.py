@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -35,8 +36,16 @@ def setup_mlflow(cfg: RunConfig) -> str:
     """Point MLflow at the run's tracking store and experiment (absolute artifact root); returns experiment id."""
     import mlflow
 
+    # MLflow exports the URIs to the environment for subprocesses, but RunConfig reads MLFLOW_TRACKING_URI as
+    # a production switch: left there, a later run in this process (another home) would log into this store.
+    saved = {var: os.environ.get(var) for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(cfg.tracking_uri)
     mlflow.set_registry_uri(cfg.tracking_uri)
+    for var, value in saved.items():
+        if value is None:
+            os.environ.pop(var, None)
+        else:
+            os.environ[var] = value
     experiment = mlflow.get_experiment_by_name(cfg.experiment)
     if experiment is not None:
         mlflow.set_experiment(cfg.experiment)

@@ -35,6 +35,8 @@ def test_expected_commands_exist() -> None:
         "train",
         "fuse",
         "evaluate",
+        "bench",
+        "bench-report",
         "register",
         "approve",
         "reject",

@@ -171,15 +171,31 @@ def test_param_defaults(dag) -> None:
         "users_file": None,
         "columns": {},
         "n_trials": 4,
-        "models": ["ease", "two_tower"],
+        "models": ["ease", "itemknn", "ials", "two_tower"],
+        "fusions": ["blend", "rrf", "stacking"],
+        "model_trials": {},
         "auto_approve": False,
         "home": None,
     }
 
 
+def test_dag_defaults_are_the_config_defaults(retrain: ModuleType) -> None:
+    from fusionrec.config import DEFAULT_MODELS, FUSION_METHODS
+
+    assert (retrain.DEFAULT_MODELS, retrain.FUSION_METHODS) == (DEFAULT_MODELS, FUSION_METHODS)
+
+
 @pytest.mark.parametrize(
     ("name", "bad_value"),
-    [("n_trials", 0), ("dataset", "netflix"), ("models", []), ("models", "ease"), ("auto_approve", "yes")],
+    [
+        ("n_trials", 0),
+        ("dataset", "netflix"),
+        ("models", []),
+        ("models", "ease"),
+        ("auto_approve", "yes"),
+        ("fusions", ["median"]),
+        ("model_trials", {"ease": 0}),
+    ],
 )
 def test_params_reject_bad_input(dag, name: str, bad_value: object) -> None:
     from airflow.sdk.exceptions import ParamValidationError
@@ -198,8 +214,16 @@ def test_branch_routes_on_auto_approve(dag) -> None:
 def test_config_overrides_build_the_run_config(retrain: ModuleType, tmp_path: Path) -> None:
     from fusionrec.config import RunConfig
 
-    params = {**retrain.retrain_dag.params.dump(), "n_trials": 2, "models": ["ease"], "auto_approve": True}
+    params = {
+        **retrain.retrain_dag.params.dump(),
+        "n_trials": 2,
+        "models": ["ease"],
+        "fusions": ["rrf"],
+        "model_trials": {"ease": 3},
+        "auto_approve": True,
+    }
     cfg = RunConfig.from_env(**retrain.config_overrides({**params, "home": str(tmp_path)}, "manual__1"))
+    assert (cfg.fusions, cfg.model_trials) == (("rrf",), {"ease": 3})
     assert cfg.home == tmp_path.resolve()
     assert cfg.source.dataset == "ml-100k"
     assert cfg.source.interactions is None
