@@ -33,6 +33,7 @@ from pipelines.splitdata import REPEATS_ALLOWED, SplitData, evaluate_scores, loa
 from pipelines.stage import StageInputError, StageResult, load_report
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
 from pipelines.train import model_dir
+from pipelines.tuning import replay_trial
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def tune_rrf(fit_models: dict[str, Recommender], data: SplitData, cfg: RunConfig
     study = _study(cfg.seed)
     study.enqueue_trial({f"weight_{n}": 1.0 for n in names} | {"c": 60.0, "depth": 100})  # classic RRF
     study.optimize(objective, n_trials=max(20, 5 * cfg.n_trials))
-    params = _without(ReciprocalRankFusion.weight_space(_replay(study.best_params), names), "components")
+    params = _without(ReciprocalRankFusion.weight_space(replay_trial(study.best_params), names), "components")
     best = ReciprocalRankFusion.from_models(parts, seen=exclude, **params)
     seen = None if cfg.effective_protocol in REPEATS_ALLOWED else data.train.matrix
     return Fusion(
@@ -129,7 +130,7 @@ def tune_stacking(fit_models: dict[str, Recommender], data: SplitData, cfg: RunC
     valid = data.valid
     stack = Stacking.from_models(fit_models, data.fit, seen=valid.exclude, seed=cfg.seed)
     candidates = stack.candidates(valid.user_idx)
-    defaults = {k: stack.params[k] for k in Stacking.search_space(_replay({}))}
+    defaults = {k: stack.params[k] for k in Stacking.search_space(replay_trial({}))}
 
     def objective(trial: Any) -> float:
         stack.params.update(Stacking.search_space(trial))
@@ -139,7 +140,7 @@ def tune_stacking(fit_models: dict[str, Recommender], data: SplitData, cfg: RunC
     study = _study(cfg.seed)
     study.enqueue_trial(defaults)
     study.optimize(objective, n_trials=max(4, cfg.n_trials))
-    params = Stacking.search_space(_replay(study.best_params))
+    params = Stacking.search_space(replay_trial(study.best_params))
     stack.params.update(params)
     scores = stack.cross_fitted_scores(valid.user_idx, valid.relevant, candidates=candidates)
     ranker = stack.train_ranker(candidates, valid.relevant)
@@ -160,25 +161,6 @@ TUNERS: dict[str, Callable[[dict[str, Recommender], SplitData, RunConfig], Fusio
     STACKING: tune_stacking,
 }
 MIN_MODELS = {BLEND: 2, RRF: 2, STACKING: 1}
-
-
-def _replay(params: dict[str, Any]) -> Any:
-    """A trial that answers every suggestion from ``params`` (or the low end of the range when absent)."""
-    import optuna
-
-    class Replay(optuna.trial.FixedTrial):
-        def _suggest(self, name: str, distribution: Any) -> Any:
-            if name not in self._params:
-                self._params[name] = _default_of(distribution)
-            return super()._suggest(name, distribution)
-
-    return Replay(dict(params))
-
-
-def _default_of(distribution: Any) -> Any:
-    if hasattr(distribution, "choices"):
-        return distribution.choices[0]
-    return distribution.low
 
 
 def _without(params: dict[str, Any], key: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from pipelines.resources import measure
 from pipelines.splitdata import HeldOut, SplitData, evaluate_recommender, load_split_data
 from pipelines.stage import StageInputError, StageResult
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
+from pipelines.tuning import default_trial
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,8 @@ def tune_model(name: str, data: SplitData, cfg: RunConfig) -> dict[str, Any]:
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
     )
+    if not study.trials:
+        study.enqueue_trial(default_trial(model_class))  # start from the defaults, then search around them
     trials, seconds = trial_budget(cfg, name)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)
