@@ -133,6 +133,7 @@ class RunConfig:
     protocol: ProtocolId | None = None  # None: the dataset's default protocol
     models: tuple[str, ...] = DEFAULT_MODELS
     fusions: tuple[str, ...] = FUSION_METHODS  # fusion methods compared with the single models
+    fusion_needs_significance: bool = True  # a fusion is selected only if its validation gain's CI is above 0
     n_trials: int = 4  # Optuna trials per model (default budget)
     model_trials: dict[str, int] = field(default_factory=dict)  # per-model trial budgets
     model_seconds: dict[str, float] = field(default_factory=dict)  # per-model time budgets (tuning)

@@ -167,26 +167,32 @@ def _without(params: dict[str, Any], key: str) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != key}
 
 
-def selection_reason(
-    selected: str,
+def select(
     candidates: dict[str, dict[str, float]],
     singles: list[str],
     ci: dict[str, float] | None,
     k: int,
-) -> str:
+    require_significance: bool,
+) -> tuple[str, str]:
+    """The selected candidate and why. The best fusion replaces the best single model only when it is better on
+    validation, and (with ``require_significance``) when the bootstrap CI of the gain lies above zero: a
+    fusion that is not reliably better is not worth its extra parts."""
     metric = f"ndcg@{k}"
-    ranked = sorted(candidates, key=lambda n: -candidates[n][metric])
-    reason = f"highest validation {metric} {candidates[selected][metric]:.4f}"
-    if len(ranked) > 1:
-        runner_up = ranked[1]
-        reason += f" (next: {runner_up} {candidates[runner_up][metric]:.4f})"
-    if ci is not None:
-        best_single = max(singles, key=lambda n: candidates[n][metric])
-        reason += (
-            f"; vs best single model {best_single}: {ci['difference']:+.4f} "
-            f"[95% CI {ci['low']:+.4f}, {ci['high']:+.4f}] over validation users"
-        )
-    return reason
+    best_single = max(singles, key=lambda n: candidates[n][metric])
+    fusions = [n for n in candidates if n not in singles]
+    best_fusion = max(fusions, key=lambda n: candidates[n][metric]) if fusions else None
+    single_reason = f"best single model by validation {metric} {candidates[best_single][metric]:.4f}"
+    if best_fusion is None:
+        return best_single, single_reason
+    gain = (
+        f"{best_fusion} {candidates[best_fusion][metric]:.4f} vs {best_single}: {ci['difference']:+.4f} "
+        f"[95% CI {ci['low']:+.4f}, {ci['high']:+.4f}] over validation users"
+    )
+    if candidates[best_fusion][metric] <= candidates[best_single][metric]:
+        return best_single, f"{single_reason}; no fusion did better (best: {gain})"
+    if require_significance and ci["low"] <= 0:
+        return best_single, f"{single_reason}; the best fusion's gain is within noise ({gain})"
+    return best_fusion, f"highest validation {metric}: {gain}"
 
 
 def fuse_and_select(cfg: RunConfig) -> SelectionResult:
@@ -220,16 +226,16 @@ def fuse_and_select(cfg: RunConfig) -> SelectionResult:
             candidates[fusion][metric],
             tuned[fusion].params,
         )
-    selected = max(candidates, key=lambda n: candidates[n][metric])
     ci = None
-    if selected not in names:
+    if tuned:
         best_single = max(names, key=lambda n: candidates[n][metric])
+        best_fusion = max(tuned, key=lambda n: candidates[n][metric])
         ci = paired_bootstrap_ci(
-            user_metric(tuned[selected].valid_scores, data.valid, cfg.k),
+            user_metric(tuned[best_fusion].valid_scores, data.valid, cfg.k),
             user_metric(fit_models[best_single].score(data.valid.user_idx), data.valid, cfg.k),
             seed=cfg.seed,
         )
-    reason = selection_reason(selected, candidates, names, ci, cfg.k)
+    selected, reason = select(candidates, names, ci, cfg.k, cfg.fusion_needs_significance)
 
     final = {name: Recommender.load(model_dir(cfg, "final", name)) for name in names}
     built: dict[str, Recommender] = {}
