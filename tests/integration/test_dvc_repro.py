@@ -35,7 +35,7 @@ def test_dvc_repro_from_a_clean_clone(tmp_path: Path) -> None:
     _sh(["git", "clone", "--quiet", str(REPO), str(clone)], tmp_path, env)
     # the pipeline as committed, with a small budget so the test stays quick
     (clone / "params.yaml").write_text(
-        yaml.safe_dump({"dataset": "ml-100k", "models": "ease", "n_trials": 1})
+        yaml.safe_dump({"dataset": "ml-100k", "models": "ease,itemknn", "fusions": "blend", "n_trials": 1})
     )
     _sh([str(BIN / "dvc"), "repro"], clone, env)
 
