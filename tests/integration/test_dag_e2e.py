@@ -108,7 +108,7 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
     import psycopg2
 
     suffix = uuid.uuid4().hex[:8]
-    databases = {"airflow": f"fr_airflow_{suffix}", "mlflow": f"fr_mlflow_{suffix}"}
+    databases = {kind: f"fr_{kind}_{suffix}" for kind in ("airflow", "mlflow", "optuna")}
     admin = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="test")
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -121,6 +121,9 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
     ].replace("/fusionrec_airflow", f"/{databases['airflow']}")
     production["MLFLOW_TRACKING_URI"] = production["MLFLOW_TRACKING_URI"].replace(
         "/fusionrec_mlflow", f"/{databases['mlflow']}"
+    )
+    production["FUSIONREC_OPTUNA_STORAGE"] = production["FUSIONREC_OPTUNA_STORAGE"].replace(
+        "/fusionrec_optuna", f"/{databases['optuna']}"
     )
     production.pop("FUSIONREC_HOME")
     env = _env(home, **production)
@@ -140,6 +143,15 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
         assert status["serving"]["store"] == "redis"
         answer = _fusionrec(env, "recommend", "1", "--json")
         assert len(answer["items"]) == 10 and answer["cold_start"] is False
+        with (
+            psycopg2.connect(
+                host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname=databases["optuna"]
+            ) as optuna_db,
+            optuna_db.cursor() as cur,
+        ):
+            cur.execute("SELECT study_name FROM studies")
+            studies = [row[0] for row in cur.fetchall()]
+        assert sorted(name.split("-")[1] for name in studies) == ["buy_again", "ease", "two_tower"]
     finally:
         with admin.cursor() as cur:
             for name in databases.values():
