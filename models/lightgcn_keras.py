@@ -18,6 +18,8 @@ import keras  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models.sampling import observed_pairs, sample_unseen  # noqa: E402
+
 
 class LightGCNNetwork(keras.Model):
     """One embedding table for users and items (users first); the final embeddings are the mean of the
@@ -105,10 +107,7 @@ def train_lightgcn(
     keras.utils.set_random_seed(seed)  # python, numpy and TF global seeds
     rng = np.random.default_rng(seed)
     n_users, n_items = matrix.shape
-    positives = matrix.tocoo()
-    keep = positives.data > 0
-    users, items = positives.row[keep].astype(np.int64), positives.col[keep].astype(np.int64)
-    seen = np.unique(users * n_items + items)  # sorted keys of the observed pairs
+    users, items, seen = observed_pairs(matrix)
     network = LightGCNNetwork(normalized_adjacency(matrix), n_users, embedding_dim, layers, seed)
     optimizer = keras.optimizers.Adam(learning_rate)
     step = _train_step(network, optimizer, n_users, l2)
@@ -146,21 +145,3 @@ def _train_step(
         return loss
 
     return step
-
-
-def sample_unseen(
-    users: np.ndarray, seen: np.ndarray, n_items: int, rng: np.random.Generator, tries: int = 20
-) -> np.ndarray:
-    """One uniform random item per entry of ``users`` that the user has not interacted with.
-
-    Rejection sampling against the sorted ``user * n_items + item`` keys; a draw still colliding after
-    ``tries`` rounds (a user who has seen almost everything) is kept as it is."""
-    items = rng.integers(0, n_items, size=len(users))
-    for _ in range(tries):
-        keys = users * n_items + items
-        position = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
-        clash = np.flatnonzero(seen[position] == keys) if len(seen) else np.zeros(0, dtype=np.int64)
-        if len(clash) == 0:
-            break
-        items[clash] = rng.integers(0, n_items, size=len(clash))
-    return items

@@ -18,6 +18,8 @@ import keras  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models.sampling import observed_pairs, sample_unseen  # noqa: E402
+
 
 class NeuMFNetwork(keras.Model):
     """GMF (element-wise product of user/item factors) and an MLP over the concatenated user/item
@@ -89,10 +91,7 @@ def train_neumf(
     keras.utils.set_random_seed(seed)  # python, numpy and TF global seeds
     rng = np.random.default_rng(seed)
     n_users, n_items = matrix.shape
-    positives = matrix.tocoo()
-    keep = positives.data > 0
-    users, items = positives.row[keep].astype(np.int64), positives.col[keep].astype(np.int64)
-    seen = np.unique(users * n_items + items)  # sorted keys of the observed pairs
+    users, items, seen = observed_pairs(matrix)
     network = NeuMFNetwork(n_users, n_items, factors, mlp_layers, seed)
     network((np.zeros(1, np.int32), np.zeros(1, np.int32)))  # build the weights
     optimizer = keras.optimizers.Adam(learning_rate)
@@ -133,30 +132,6 @@ def training_pairs(
     labels = np.concatenate([np.ones(len(users)), np.zeros(len(neg_users))]).astype(np.float32)
     order = rng.permutation(len(labels))
     return all_users[order], all_items[order], labels[order]
-
-
-def sample_unseen(
-    users: np.ndarray, seen: np.ndarray, n_items: int, rng: np.random.Generator, tries: int = 20
-) -> np.ndarray:
-    """One uniform random item per entry of ``users`` that the user has not interacted with.
-
-    Rejection sampling against the sorted ``user * n_items + item`` keys; a draw still colliding after
-    ``tries`` rounds (a user who has seen almost everything) is kept as it is.
-    """
-    items = rng.integers(0, n_items, size=len(users))
-    for _ in range(tries):
-        clash = np.flatnonzero(is_seen(users * n_items + items, seen))
-        if len(clash) == 0:
-            break
-        items[clash] = rng.integers(0, n_items, size=len(clash))
-    return items
-
-
-def is_seen(keys: np.ndarray, seen: np.ndarray) -> np.ndarray:
-    if len(seen) == 0:
-        return np.zeros(len(keys), dtype=bool)
-    position = np.minimum(np.searchsorted(seen, keys), len(seen) - 1)
-    return seen[position] == keys
 
 
 def export_weights(network: NeuMFNetwork) -> dict[str, np.ndarray]:

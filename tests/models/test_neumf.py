@@ -102,7 +102,7 @@ def test_users_and_items_without_interactions_score(tiny: InteractionData) -> No
 
 
 def test_negatives_are_unseen_items() -> None:
-    from models.neumf_keras import sample_unseen
+    from models.sampling import sample_unseen
 
     n_items = 10
     users = np.repeat(np.arange(3), 2000)
