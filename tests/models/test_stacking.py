@@ -52,7 +52,9 @@ def test_ranker_learns_held_out_relevance(stack: Stacking, tiny: InteractionData
     stack.fit_ranker(np.arange(12), cluster_labels())
     items, _ = stack.recommend(np.arange(12), 2, exclude=tiny.matrix)
     own_cluster = [(row < 4).all() if user < 6 else (row >= 4).all() for user, row in enumerate(items)]
-    assert sum(own_cluster) >= 10  # 12 groups are little data for LightGBM; unlabelled, it would favour popular items of both clusters
+    assert (
+        sum(own_cluster) >= 10
+    )  # 12 groups are little data for LightGBM; unlabelled, it would favour popular items of both clusters
 
 
 def test_items_outside_the_candidates_score_below_every_candidate(stack: Stacking) -> None:
