@@ -47,12 +47,12 @@ class EvaluationResult(StageResult):
 
 
 def test_metrics(
-    model: Recommender, held: HeldOut, data: SplitData, k: int
+    model: Recommender, held: HeldOut, data: SplitData, popularity: np.ndarray, k: int
 ) -> tuple[dict[str, float], np.ndarray]:
-    """All test metrics of one model, and its per-user nDCG@k (for the bootstrap)."""
+    """All test metrics of one model, and its per-user nDCG@k (for the bootstrap); ``popularity`` is the
+    number of training users per item (for novelty)."""
     recommended, _ = model.recommend(held.user_idx, k, exclude=held.exclude)
     per_user = per_user_metrics(recommended, held.relevant, held.n_relevant, k)
-    popularity = np.asarray((data.train.matrix > 0).sum(axis=0)).ravel()
     metrics = at_k({name: float(values.mean()) for name, values in per_user.items()}, k)
     metrics |= {
         "coverage": catalogue_coverage(recommended, data.train.n_items),
@@ -80,8 +80,9 @@ def evaluate(cfg: RunConfig) -> EvaluationResult:
     models[SELECTED] = Bundle.load(cfg.paths.artifacts / "selected").model
     test: dict[str, dict[str, float]] = {}
     per_user: dict[str, np.ndarray] = {}
+    popularity = np.asarray((data.train.matrix > 0).sum(axis=0)).ravel()
     for name, model in models.items():
-        test[name], per_user[name] = test_metrics(model, data.test, data, cfg.k)
+        test[name], per_user[name] = test_metrics(model, data.test, data, popularity, cfg.k)
         log.info("test %-10s %s", name, "  ".join(f"{k}={v:.4f}" for k, v in test[name].items()))
     metric = f"ndcg@{cfg.k}"
     singles = sorted(trained["models"])

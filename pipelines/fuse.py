@@ -61,6 +61,20 @@ class Fusion:
     build: Callable[[dict[str, Recommender]], Recommender]
 
 
+class BestScores:
+    """The validation score matrix of the best trial so far (first of equals, as Optuna's ``best_trial``), so
+    the winner's scores are kept instead of computed again after the study."""
+
+    def __init__(self) -> None:
+        self.value = float("-inf")
+        self.scores: np.ndarray | None = None
+
+    def keep(self, value: float, scores: np.ndarray) -> float:
+        if value > self.value:
+            self.value, self.scores = value, scores
+        return value
+
+
 def fusions_dir(cfg: RunConfig) -> Any:
     return cfg.paths.artifacts / "fusions"
 
@@ -105,22 +119,21 @@ def tune_rrf(fit_models: dict[str, Recommender], data: SplitData, cfg: RunConfig
     parts = {n: fit_models[n] for n in names}
     metric = f"ndcg@{cfg.k}"
     exclude = data.valid.exclude
+    best = BestScores()
 
     def objective(trial: Any) -> float:
         params = ReciprocalRankFusion.weight_space(trial, names)
         fusion = ReciprocalRankFusion.from_models(parts, seen=exclude, **_without(params, "components"))
-        return evaluate_scores(fusion.score(data.valid.user_idx), data.valid, cfg.k)[metric]
+        scores = fusion.score(data.valid.user_idx)
+        return best.keep(evaluate_scores(scores, data.valid, cfg.k)[metric], scores)
 
     study = _study(cfg.seed)
     study.enqueue_trial({f"weight_{n}": 1.0 for n in names} | {"c": 60.0, "depth": 100})  # classic RRF
     study.optimize(objective, n_trials=max(20, 5 * cfg.n_trials))
     params = _without(ReciprocalRankFusion.weight_space(replay_trial(study.best_params), names), "components")
-    best = ReciprocalRankFusion.from_models(parts, seen=exclude, **params)
     seen = None if cfg.effective_protocol in REPEATS_ALLOWED else data.train.matrix
     return Fusion(
-        params,
-        best.score(data.valid.user_idx),
-        lambda final: ReciprocalRankFusion.from_models(final, seen=seen, **params),
+        params, best.scores, lambda final: ReciprocalRankFusion.from_models(final, seen=seen, **params)
     )
 
 
@@ -131,18 +144,18 @@ def tune_stacking(fit_models: dict[str, Recommender], data: SplitData, cfg: RunC
     stack = Stacking.from_models(fit_models, data.fit, seen=valid.exclude, seed=cfg.seed)
     candidates = stack.candidates(valid.user_idx)
     defaults = {k: stack.params[k] for k in Stacking.search_space(replay_trial({}))}
+    best = BestScores()
 
     def objective(trial: Any) -> float:
         stack.params.update(Stacking.search_space(trial))
         scores = stack.cross_fitted_scores(valid.user_idx, valid.relevant, candidates=candidates)
-        return evaluate_scores(scores, valid, cfg.k)[metric]
+        return best.keep(evaluate_scores(scores, valid, cfg.k)[metric], scores)
 
     study = _study(cfg.seed)
     study.enqueue_trial(defaults)
     study.optimize(objective, n_trials=max(4, cfg.n_trials))
     params = Stacking.search_space(replay_trial(study.best_params))
     stack.params.update(params)
-    scores = stack.cross_fitted_scores(valid.user_idx, valid.relevant, candidates=candidates)
     ranker = stack.train_ranker(candidates, valid.relevant)
     seen = None if cfg.effective_protocol in REPEATS_ALLOWED else data.train.matrix
     params = params | {"depth": stack.depth, "seed": cfg.seed}
@@ -152,7 +165,7 @@ def tune_stacking(fit_models: dict[str, Recommender], data: SplitData, cfg: RunC
         model.ranker_ = ranker
         return model
 
-    return Fusion(params, scores, build)
+    return Fusion(params, best.scores, build)
 
 
 TUNERS: dict[str, Callable[[dict[str, Recommender], SplitData, RunConfig], Fusion]] = {

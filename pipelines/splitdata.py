@@ -162,10 +162,15 @@ def evaluate_recommender(model: Recommender, held: HeldOut, k: int) -> dict[str,
     return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)
 
 
+def _top_k_unseen(scores: np.ndarray, held: HeldOut, k: int) -> np.ndarray:
+    """Top-k items per held-out user from a (len(held.user_idx), n_items) score matrix, seen items masked."""
+    exclude = None if held.exclude is None else held.exclude[held.user_idx]
+    return top_k(scores, k, exclude)[0]
+
+
 def evaluate_scores(scores: np.ndarray, held: HeldOut, k: int) -> dict[str, float]:
     """Metrics@k from a precomputed (len(held.user_idx), n_items) score matrix (used when tuning blends)."""
-    exclude = None if held.exclude is None else held.exclude[held.user_idx]
-    recommended, _ = top_k(scores, k, exclude)
+    recommended = _top_k_unseen(scores, held, k)
     return at_k(ranking_metrics(recommended, held.relevant, held.n_relevant, k), k)
 
 
@@ -173,6 +178,5 @@ def user_metric(scores: np.ndarray, held: HeldOut, k: int, metric: str = "ndcg")
     """One metric@k per held-out user (rows of ``held``) from a score matrix: the input of paired bootstraps."""
     from pipelines.metrics import per_user_metrics
 
-    exclude = None if held.exclude is None else held.exclude[held.user_idx]
-    recommended, _ = top_k(scores, k, exclude)
+    recommended = _top_k_unseen(scores, held, k)
     return per_user_metrics(recommended, held.relevant, held.n_relevant, k)[metric]

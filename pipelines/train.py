@@ -29,7 +29,7 @@ from pipelines.resources import measure
 from pipelines.splitdata import HeldOut, SplitData, evaluate_recommender, load_split_data
 from pipelines.stage import StageInputError, StageResult
 from pipelines.tracking import lineage_tags, mlflow_metrics, setup_mlflow
-from pipelines.tuning import default_trial
+from pipelines.tuning import default_trial, replay_trial
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +52,10 @@ def model_dir(cfg: RunConfig, phase: str, name: str) -> Path:
 
 def trial_budget(cfg: RunConfig, name: str) -> tuple[int, float | None]:
     """(trials, seconds or None) for one model; a model without hyper-parameters needs one trial."""
-    import optuna
-
-    try:
-        get_model_class(name).search_space(optuna.trial.FixedTrial({}))
-        return 1, None  # it suggested nothing
-    except ValueError:  # FixedTrial has no value for a suggested parameter: there is something to tune
-        pass
+    probe = replay_trial({})
+    get_model_class(name).search_space(probe)
+    if not probe.suggested:
+        return 1, None
     return cfg.model_trials.get(name, cfg.n_trials), cfg.model_seconds.get(name)
 
 
