@@ -29,11 +29,15 @@ class SourceConfig:
     interactions: str | None = None
     items: str | None = None
     users: str | None = None
+    reviews: str | None = None
     user_col: str = "user_id"
     item_col: str = "item_id"
     rating_col: str = "rating"
     timestamp_col: str = "timestamp"
     event_col: str = "event_type"
+    session_col: str = "session_id"
+    price_col: str = "price"
+    quantity_col: str = "quantity"
 
     @property
     def name(self) -> str:
@@ -141,6 +145,10 @@ class RunConfig:
     k: int = 10
     seed: int = 42
     max_reject_share: float = 0.05  # validation fails above this share of rejected rows
+    drift_action: Literal["warn", "fail", "off"] = "warn"  # what a drift above the threshold does
+    drift_threshold: float = 0.2  # population stability index above which a distribution has drifted
+    pseudonymise: bool = True  # user ids -> keyed hash at ingestion (key: FUSIONREC_PSEUDONYM_KEY)
+    keep_personal_data: bool = False  # keep e-mail/phone/name/address columns (dropped by default)
     auto_approve: bool = False
     top_n_serving: int = 100  # recommendations precomputed per user in the serving store
     registered_model: str = "fusionrec"

@@ -55,7 +55,6 @@ def load_movielens_100k() -> CanonicalTables:
             "timestamp": pd.to_datetime(inter["timestamp"].astype("float64"), unit="s", utc=True),
             "event_type": "rating",
             "session_id": pd.Series([None] * len(inter), dtype="object"),
-            "source_row": np.arange(1, len(inter) + 1, dtype="int64"),
         }
     )
     raw_items = _read_atomic(root / "ml-100k.item")
@@ -71,6 +70,8 @@ def load_movielens_100k() -> CanonicalTables:
     )
     users = _read_atomic(root / "ml-100k.user")
     users["age"] = pd.to_numeric(users["age"], errors="coerce").astype("Int64")
+    for frame, name in ((interactions, "inter"), (items, "item"), (users, "user")):
+        frame.attrs["source_file"] = str(root / f"ml-100k.{name}")
     return CanonicalTables(interactions, items, users)
 
 
@@ -79,7 +80,8 @@ INSTACART_EPOCH = pd.Timestamp("2017-01-01", tz="UTC")
 
 
 def load_instacart() -> CanonicalTables:
-    raw = pd.read_csv(dataset_dir("instacart") / "df_sample.csv", index_col=0)
+    source = dataset_dir("instacart") / "df_sample.csv"
+    raw = pd.read_csv(source, index_col=0)
     orders = raw[["user_id", "order_id", "order_number", "days_since_prior_order", "order_hour_of_day"]]
     orders = orders.drop_duplicates("order_id").sort_values(["user_id", "order_number"])
     # Event time = epoch + cumulative days between the user's orders + the hour of day the order was placed.
@@ -101,12 +103,15 @@ def load_instacart() -> CanonicalTables:
             "timestamp": timestamp + cart_offset,
             "event_type": "purchase",
             "session_id": raw["order_id"].astype(str),
-            "source_row": np.arange(1, len(raw) + 1, dtype="int64"),
         }
     )
     items = pd.DataFrame({"item_id": sorted(interactions["item_id"].unique(), key=int)})
     users = pd.DataFrame({"user_id": sorted(interactions["user_id"].unique(), key=int)})
+    for frame in (interactions, items, users):
+        frame.attrs["source_file"] = str(source)
     return CanonicalTables(interactions, items, users)
 
 
 LOADERS = {"ml-100k": load_movielens_100k, "instacart": load_instacart}
+# Events before 2000 are rejected as implausible, except in datasets known to be older (ML-100k: 1997-98).
+EARLIEST = {"ml-100k": "1997-01-01"}

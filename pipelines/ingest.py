@@ -1,170 +1,435 @@
-"""Ingest stage: a bundled dataset or user files -> canonical Parquet tables (see pipelines/schema.py)."""
+"""Ingest stage: a bundled dataset, a file or a folder of files -> canonical Parquet tables, streamed.
+
+In:  ``cfg.source`` (pipelines/schema.py for the tables; CSV/TSV/Parquet, one file or a folder).
+Out: ``cfg.paths.canonical/<table>.parquet`` (interactions written chunk by chunk, so memory stays bounded
+     whatever the file size) and ``cfg.paths.canonical/rejected/<table>.parquet``: rows that could not be
+     read or typed (malformed line, broken quoting, non-UTF-8 bytes, a number or timestamp that does not
+     parse, an over-long value), each with source file, row, reason and original values.
+
+Ingest types values; it does not judge them: nulls, ranges, unknown event types or items and duplicates are
+the validation gate's (pipelines/validate.py), which also merges these rejects into the quarantine. User ids
+are pseudonymised here and columns of direct personal data dropped (pipelines/privacy.py), so nothing after
+this stage — quarantine included — sees either.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import time
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from fusionrec.config import RunConfig, SourceConfig
-from pipelines import datasets
-from pipelines.schema import INTERACTIONS, ITEMS, USERS, table_file
+from pipelines import datasets, privacy
+from pipelines.readers import CHUNK_ROWS, RawChunk, Reject, SourceFileError, iter_chunks, read_whole
+from pipelines.schema import (
+    INTERACTION_COLUMNS,
+    INTERACTIONS,
+    ITEMS,
+    MAX_ID_CHARS,
+    MAX_TEXT_CHARS,
+    REVIEWS,
+    TABLES,
+    USERS,
+    table_file,
+)
 from pipelines.stage import StageResult
 
 log = logging.getLogger(__name__)
 
+REJECTED_DIR = "rejected"  # under the canonical folder
+QUARANTINE_COLUMNS = ("source_file", "source_row", "stage", "reason", "detail", "original")
+
 
 class IngestError(ValueError):
-    """Bad input file; the message is one line naming the file (and row/column where it applies)."""
+    """A whole file is unusable; the message is one line naming the file (and column where it applies)."""
 
 
 @dataclass
 class IngestResult(StageResult):
     source: str
-    rows: dict[str, int]  # table -> rows written
+    rows_read: dict[str, int]  # table -> rows read from the source
+    rows: dict[str, int]  # table -> rows written to the canonical tables
+    rejected: dict[str, int]  # table -> rows rejected at ingestion (see rejected/<table>.parquet)
+    reasons: dict[str, int]  # reason -> rows
+    dropped_columns: dict[str, list[str]]  # table -> source columns not ingested (personal data, unknown)
+    pseudonymised: bool
     output: str  # folder of the canonical tables
+    seconds: float
+    rows_per_second: float
 
 
-def ingest(cfg: RunConfig) -> IngestResult:
-    """Read the configured source and write ``cfg.paths.canonical/{interactions,items,users}.parquet``."""
+# Canonical column -> how its values are typed. Tables with ``keep_extra`` keep other columns as text.
+ID, TEXT, NUMBER, INTEGER, TIMESTAMP = "id", "text", "number", "integer", "timestamp"
+_KINDS: dict[str, dict[str, str]] = {
+    INTERACTIONS: {
+        "user_id": ID,
+        "item_id": ID,
+        "rating": NUMBER,
+        "timestamp": TIMESTAMP,
+        "event_type": ID,
+        "session_id": ID,
+        "price": NUMBER,
+        "quantity": NUMBER,
+    },
+    ITEMS: {
+        "item_id": ID,
+        "title": TEXT,
+        "description": TEXT,
+        "category": TEXT,
+        "category_path": TEXT,
+        "genres": TEXT,
+        "brand": TEXT,
+        "price": NUMBER,
+        "year": INTEGER,
+        "created_at": TIMESTAMP,
+    },
+    USERS: {"user_id": ID, "signup_time": TIMESTAMP, "region": TEXT},
+    REVIEWS: {"user_id": ID, "item_id": ID, "rating": NUMBER, "text": TEXT, "timestamp": TIMESTAMP},
+}
+_REQUIRED = {
+    INTERACTIONS: ("user_id", "item_id", "timestamp"),
+    ITEMS: ("item_id",),
+    USERS: ("user_id",),
+    REVIEWS: ("user_id", "item_id", "rating"),
+}
+_KEEP_EXTRA = {ITEMS, USERS}  # e.g. ML-100k's age/occupation; interactions and reviews keep only the schema
+
+
+def ingest(cfg: RunConfig, progress: bool | None = None) -> IngestResult:
+    """Read the configured source into ``cfg.paths.canonical``; see the module docstring.
+
+    ``progress``: show a progress bar (rows, rows/s) on stderr; None shows it only on a terminal.
+    """
+    started = time.perf_counter()
     src = cfg.source
-    if src.interactions:
-        tables = load_files(src)
-    elif src.dataset in datasets.LOADERS:
-        tables = datasets.LOADERS[src.dataset]()
-    else:
-        raise IngestError(
-            f"unknown dataset {src.dataset!r}: choose one of {', '.join(datasets.BUNDLED)} or give --interactions FILE"
-        )
     out = cfg.paths.canonical
-    out.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, int] = {}
-    for name, frame in ((INTERACTIONS, tables.interactions), (ITEMS, tables.items), (USERS, tables.users)):
-        path = out / table_file(name)
-        if frame is None:
-            path.unlink(missing_ok=True)
-            continue
-        frame.to_parquet(path, index=False)
-        rows[name] = len(frame)
-    log.info("ingested %s: %s -> %s", src.name, rows, out)
-    result = IngestResult(source=src.name, rows=rows, output=str(out))
+    (out / REJECTED_DIR).mkdir(parents=True, exist_ok=True)
+    for table in TABLES:  # a re-run must not leave an earlier source's tables behind
+        (out / table_file(table)).unlink(missing_ok=True)
+        (out / REJECTED_DIR / table_file(table)).unlink(missing_ok=True)
+    writer = _Writer(cfg, progress)
+    try:
+        for table, chunks in _sources(src):
+            writer.write_table(table, chunks)
+    except SourceFileError as exc:
+        raise IngestError(str(exc)) from exc
+    seconds = time.perf_counter() - started
+    read = sum(writer.rows_read.values())
+    result = IngestResult(
+        source=src.name,
+        rows_read=writer.rows_read,
+        rows=writer.rows,
+        rejected=writer.rejected,
+        reasons=dict(writer.reasons.most_common()),
+        dropped_columns=writer.dropped,
+        pseudonymised=cfg.pseudonymise,
+        output=str(out),
+        seconds=round(seconds, 3),
+        rows_per_second=round(read / seconds, 1) if seconds else 0.0,
+    )
+    log.info(
+        "ingested %s: %s rows read, %s written, %s rejected at ingestion in %.1fs (%.0f rows/s) -> %s",
+        src.name, writer.rows_read, writer.rows, writer.rejected, seconds, result.rows_per_second, out,
+    )  # fmt: skip
     result.save(cfg.paths.reports, "ingest")
     return result
 
 
-# --- files ------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------- sources
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file as strings (types are checked per column afterwards)."""
-    if not path.exists():
-        raise IngestError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise IngestError(f"{path}: file is empty")
-    try:
-        if path.suffix.lower() in {".parquet", ".pq"}:
-            frame = pd.read_parquet(path)
-        else:
-            sep = "\t" if path.suffix.lower() in {".tsv", ".tab"} else ","
-            frame = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise IngestError(f"{path}: cannot read file: {first_line}") from exc
-    if frame.empty:
-        raise IngestError(f"{path}: file is empty (no data rows)")
-    return frame
-
-
-def _require(frame: pd.DataFrame, path: Path, column: str, option: str) -> pd.Series:
-    if column not in frame.columns:
-        have = ", ".join(map(str, frame.columns))
-        raise IngestError(f"{path}: missing required column {column!r} (have: {have}; map it with {option})")
-    return frame[column]
-
-
-def _numbers(values: pd.Series, path: Path, column: str) -> pd.Series:
-    """Numeric column; the first unparsable value is reported with its row (1-based data row)."""
-    parsed = pd.to_numeric(values, errors="coerce")
-    bad = parsed.isna() & values.notna()
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        raise IngestError(f"{path}: row {pos + 1}, column {column!r}: {values.iloc[pos]!r} is not a number")
-    return parsed.astype("float64")
-
-
-def _timestamps(values: pd.Series, path: Path, column: str) -> pd.Series:
-    """Unix seconds (or milliseconds) and/or date strings, value by value -> UTC timestamps."""
-    if pd.api.types.is_datetime64_any_dtype(values):
-        return pd.to_datetime(values, utc=True)
-    numeric = pd.to_numeric(values, errors="coerce")
-    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
-    is_number = numeric.notna()
-    if is_number.any():
-        unit = "ms" if numeric[is_number].abs().max() > 1e11 else "s"
-        parsed[is_number] = pd.to_datetime(numeric[is_number], unit=unit, utc=True)
-    text = ~is_number & values.notna()
-    if text.any():
-        parsed[text] = pd.to_datetime(values[text].astype(str), utc=True, errors="coerce", format="mixed")
-    bad = parsed.isna() & values.notna()
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
+def _sources(src: SourceConfig) -> Iterator[tuple[str, Iterator[RawChunk]]]:
+    """(table, chunks) for every table the source has; items first (small), interactions streamed."""
+    if src.interactions:
+        files = {ITEMS: src.items, USERS: src.users, REVIEWS: src.reviews}
+        for table, file in files.items():
+            if file:
+                yield table, iter([read_whole(Path(file))])
+        yield INTERACTIONS, iter_chunks(Path(src.interactions))
+        return
+    if src.dataset not in datasets.LOADERS:
         raise IngestError(
-            f"{path}: row {pos + 1}, column {column!r}: {values.iloc[pos]!r} is not a timestamp"
+            f"unknown dataset {src.dataset!r}: choose one of {', '.join(datasets.BUNDLED)} or give --interactions FILE"
         )
-    return parsed
+    tables = datasets.LOADERS[src.dataset]()
+    for table, frame in ((ITEMS, tables.items), (USERS, tables.users), (INTERACTIONS, tables.interactions)):
+        if frame is not None:
+            file = frame.attrs.get("source_file", f"{src.dataset}:{table}")
+            yield table, iter([RawChunk(file, frame, np.arange(1, len(frame) + 1, dtype="int64"))])
+
+
+# ---------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Types chunks into canonical tables, writes them, and collects rejects and counts."""
+
+    def __init__(self, cfg: RunConfig, progress: bool | None) -> None:
+        self.cfg = cfg
+        self.src = cfg.source
+        self.key = privacy.pseudonym_key() if cfg.pseudonymise else None
+        self.progress = progress
+        self.rows_read: dict[str, int] = {}
+        self.rows: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.reasons: Counter[str] = Counter()
+        self.dropped: dict[str, list[str]] = {}
+
+    def write_table(self, table: str, chunks: Iterator[RawChunk]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        from tqdm import tqdm
+
+        path = self.cfg.paths.canonical / table_file(table)
+        writer: pq.ParquetWriter | None = None
+        rejects: list[Reject] = []
+        show = _is_terminal() if self.progress is None else self.progress
+        bar = tqdm(desc=f"ingest {table}", unit=" rows", unit_scale=True, disable=not show, mininterval=0.5)
+        checked: set[str] = set()
+        for chunk in chunks:
+            if chunk.source_file not in checked:  # whole-file problems: once per file
+                self._check_columns(table, chunk)
+                checked.add(chunk.source_file)
+            frame, chunk_rejects = self.typed(table, chunk)
+            rejects += chunk_rejects
+            self.rows_read[table] = self.rows_read.get(table, 0) + chunk.rows_read
+            self.rows[table] = self.rows.get(table, 0) + len(frame)
+            arrow = pa.Table.from_pandas(frame, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(path, arrow.schema)
+            elif arrow.schema != writer.schema:
+                arrow = arrow.cast(writer.schema)
+            writer.write_table(arrow)
+            bar.update(chunk.rows_read)
+            if chunk.rows_read >= CHUNK_ROWS:
+                rate = bar.format_dict.get("rate") or 0
+                log.info("ingest %s: %d rows read (%.0f rows/s)", table, self.rows_read[table], rate)
+        bar.close()
+        if writer is not None:
+            writer.close()
+        self.rejected[table] = len(rejects)
+        self.reasons.update(r.reason for r in rejects)
+        write_rejects(self.cfg.paths.canonical / REJECTED_DIR / table_file(table), rejects)
+
+    def _check_columns(self, table: str, chunk: RawChunk) -> None:
+        renames = _renames(self.src, table)
+        have = {renames.get(c, c) for c in chunk.frame.columns}
+        for column in _REQUIRED[table]:
+            if column not in have:
+                source_name = next((s for s, c in renames.items() if c == column), column)
+                listed = ", ".join(map(str, chunk.frame.columns))
+                raise IngestError(
+                    f"{chunk.source_file}: missing required column {source_name!r} (have: {listed}"
+                    + (f"; map it with {_OPTION[column]})" if column in _OPTION else ")")
+                )
+
+    def typed(self, table: str, chunk: RawChunk) -> tuple[pd.DataFrame, list[Reject]]:
+        """The canonical rows of ``chunk`` and the rows that could not be typed."""
+        raw = chunk.frame.rename(columns=_renames(self.src, table))
+        raw = raw.drop(columns=[c for c in ("source_file", "source_row") if c in raw.columns])
+        personal = [] if self.cfg.keep_personal_data else privacy.personal_columns(raw.columns)
+        kinds = _KINDS[table]
+        extra = [c for c in raw.columns if c not in kinds and c not in personal and not c.startswith("_")]
+        unknown = [] if table in _KEEP_EXTRA else extra
+        self._note_dropped(table, personal, unknown, chunk.source_file)
+        raw = raw.drop(columns=personal + unknown)
+        if self.key is not None and "user_id" in raw.columns:
+            raw["user_id"] = privacy.pseudonymise(_ids(raw["user_id"]), self.key)
+
+        out: dict[str, Any] = {}
+        problems: list[tuple[np.ndarray, str, str]] = []  # (bad mask, reason, column)
+        for column in raw.columns:
+            if column.startswith("_"):
+                continue
+            values, bad, reason = _typed_column(raw[column], kinds.get(column, TEXT), column)
+            out[column] = values
+            if bad is not None and bad.any():
+                problems.append((bad, reason, column))
+        if table == INTERACTIONS:
+            out.setdefault("event_type", pd.Series("rating" if "rating" in raw else "click", index=raw.index))
+            for column in ("rating", "price", "quantity"):
+                out.setdefault(column, pd.Series(np.nan, index=raw.index, dtype="float64"))
+            out.setdefault("session_id", pd.Series(None, index=raw.index, dtype=object))
+        frame = pd.DataFrame(out, index=raw.index)
+        frame["source_file"] = raw.get("_source_file", chunk.source_file)
+        frame["source_row"] = chunk.rows
+        if table == INTERACTIONS:
+            frame = frame[list(INTERACTION_COLUMNS)]
+
+        rejects = list(chunk.rejects)
+        if problems:
+            bad_any = np.zeros(len(frame), dtype=bool)
+            reasons: dict[int, list[tuple[str, str]]] = {}
+            for bad, reason, column in problems:
+                bad_any |= bad
+                for pos in np.flatnonzero(bad):
+                    reasons.setdefault(int(pos), []).append((reason, column))
+            for pos, found in sorted(reasons.items()):
+                original = raw.iloc[pos].to_dict()
+                rejects.append(
+                    Reject(
+                        source_file=str(frame["source_file"].iloc[pos]),
+                        source_row=int(chunk.rows[pos]),
+                        reason=found[0][0],
+                        original=json.dumps(original, default=str, ensure_ascii=False),
+                        detail="; ".join(f"{c}: {_short(raw[c].iloc[pos])}" for _, c in found),
+                    )
+                )
+            frame = frame[~bad_any]
+        return frame.reset_index(drop=True), rejects
+
+    def _note_dropped(self, table: str, personal: list[str], unknown: list[str], file: str) -> None:
+        known = self.dropped.setdefault(table, [])
+        for column in personal:
+            if column not in known:
+                known.append(column)
+                log.warning("ingest %s: dropped column %r of %s: direct personal data", table, column, file)
+        for column in unknown:
+            if column not in known:
+                known.append(column)
+                log.warning(
+                    "ingest %s: dropped column %r of %s: not in the canonical schema", table, column, file
+                )
+
+
+_OPTION = {"user_id": "--user-col", "item_id": "--item-col", "timestamp": "--timestamp-col"}
+
+
+def _renames(src: SourceConfig, table: str) -> dict[str, str]:
+    """Source column name -> canonical name, for the columns the source maps."""
+    if table == INTERACTIONS:
+        pairs = {
+            src.user_col: "user_id",
+            src.item_col: "item_id",
+            src.rating_col: "rating",
+            src.timestamp_col: "timestamp",
+            src.event_col: "event_type",
+            src.session_col: "session_id",
+            src.price_col: "price",
+            src.quantity_col: "quantity",
+        }
+    elif table == ITEMS:
+        pairs = {src.item_col: "item_id"}
+    elif table == USERS:
+        pairs = {src.user_col: "user_id"}
+    else:
+        pairs = {src.user_col: "user_id", src.item_col: "item_id"}
+    return {s: c for s, c in pairs.items() if s != c}
+
+
+# ---------------------------------------------------------------- typing values
+
+
+def _typed_column(values: pd.Series, kind: str, column: str) -> tuple[pd.Series, np.ndarray | None, str]:
+    """(typed values, mask of values that could not be typed, reason) for one column."""
+    if kind == ID:
+        ids = _ids(values)
+        if column == "event_type":
+            ids = ids.str.lower().where(ids.notna(), None)
+        return ids, _too_long(ids, MAX_ID_CHARS), f"{column} too long"
+    if kind == TEXT:
+        text = values.astype(object).where(values.notna(), None)
+        text = text.map(str, na_action="ignore") if text.map(type, na_action="ignore").ne(str).any() else text
+        return text, _too_long(text, MAX_TEXT_CHARS), f"{column} too long"
+    if kind == TIMESTAMP:
+        parsed, bad = parse_timestamps(values)
+        return parsed, bad, f"{column} not a timestamp"
+    parsed = pd.to_numeric(values, errors="coerce").astype("float64")
+    bad = (parsed.isna() & values.notna()).to_numpy()
+    if kind == INTEGER:
+        whole = parsed.where(parsed.isna() | (parsed == parsed.round()))
+        bad |= (whole.isna() & parsed.notna()).to_numpy()
+        return whole.astype("Int64"), bad, f"{column} not a whole number"
+    return parsed, bad, f"{column} not a number"
 
 
 def _ids(values: pd.Series) -> pd.Series:
-    # Ids are strings; integer-like floats from Parquet ("12.0") are normalised to "12".
+    """Ids as stripped strings ("12.0" from a float column becomes "12"); empty -> None. Vectorised in Arrow."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     if pd.api.types.is_float_dtype(values):
-        values = values.astype("Int64")
-    return values.astype("string").astype(object).where(values.notna(), None)
+        whole = values.where(values.isna() | (values == values.round()))
+        if whole.notna().sum() == values.notna().sum():
+            values = whole.astype("Int64")
+    array = pa.array(values, from_pandas=True) if values.dtype == object else pa.Array.from_pandas(values)
+    if not pa.types.is_string(array.type):
+        array = array.cast(pa.string()) if not pa.types.is_large_string(array.type) else array
+    array = pc.utf8_trim_whitespace(array)
+    array = pc.if_else(pc.equal(array, ""), pa.scalar(None, array.type), array)
+    return pd.Series(array.to_pandas(), index=values.index, dtype=object)
 
 
-def load_files(src: SourceConfig) -> datasets.CanonicalTables:
-    """Interactions file (+ optional items/users files) with the column mapping of ``src``."""
-    path = Path(src.interactions or "")
-    raw = read_table(path)
-    user = _require(raw, path, src.user_col, "--user-col")
-    item = _require(raw, path, src.item_col, "--item-col")
-    stamp = _require(raw, path, src.timestamp_col, "--timestamp-col")
-    has_rating = src.rating_col in raw.columns
-    rating = _numbers(raw[src.rating_col], path, src.rating_col) if has_rating else np.nan
-    if src.event_col in raw.columns:
-        event = raw[src.event_col].astype("string").str.strip().str.lower().astype(object)
-    else:
-        event = "rating" if has_rating else "click"
-    interactions = pd.DataFrame(
+def _too_long(values: pd.Series, limit: int) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    lengths = pc.utf8_length(pa.array(values, type=pa.string(), from_pandas=True))
+    return pc.fill_null(pc.greater(lengths, limit), False).to_numpy(zero_copy_only=False)
+
+
+def parse_timestamps(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Unix seconds or milliseconds, ISO 8601 with or without offsets, and other common date formats, value by
+    value -> UTC. Naive times are read as UTC. Returns (timestamps, mask of values that did not parse)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values.dt.tz_localize("UTC") if values.dt.tz is None else values.dt.tz_convert("UTC")
+        return parsed.astype("datetime64[ns, UTC]"), np.zeros(len(values), dtype=bool)
+    numeric = pd.to_numeric(values, errors="coerce")
+    parsed = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    is_number = numeric.notna() & np.isfinite(numeric)
+    if is_number.any():
+        number = numeric[is_number]
+        millis = number.abs() > 1e11
+        for mask, unit in ((~millis, "s"), (millis, "ms")):
+            if mask.any():
+                parsed[number.index[mask]] = pd.to_datetime(
+                    number[mask], unit=unit, utc=True, errors="coerce"
+                )
+    text = (~is_number & values.notna()).to_numpy()
+    if text.any():
+        strings = values[text].astype(str).str.strip()
+        iso = pd.to_datetime(strings, format="ISO8601", utc=True, errors="coerce")
+        rest = iso.isna()
+        if rest.any():  # slower, value by value: "03/01/2024 10:00", "1 Mar 2024", ...
+            iso[rest] = pd.to_datetime(strings[rest], format="mixed", utc=True, errors="coerce")
+        parsed[values.index[text]] = iso
+    bad = (parsed.isna() & values.notna()).to_numpy()
+    return parsed, bad
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_terminal() -> bool:
+    import sys
+
+    return sys.stderr.isatty()
+
+
+# ---------------------------------------------------------------- rejects
+
+
+def write_rejects(path: Path, rejects: list[Reject], stage: str = "ingest") -> None:
+    """Rejected rows in the quarantine layout (``QUARANTINE_COLUMNS``); an empty file when there are none."""
+    frame = pd.DataFrame(
         {
-            "user_id": _ids(user),
-            "item_id": _ids(item),
-            "rating": rating,
-            "timestamp": _timestamps(stamp, path, src.timestamp_col),
-            "event_type": event,
-            "session_id": _ids(raw["session_id"]) if "session_id" in raw.columns else None,
-            "source_row": np.arange(1, len(raw) + 1, dtype="int64"),
+            "source_file": pd.Series([r.source_file for r in rejects], dtype=object),
+            "source_row": pd.Series([r.source_row for r in rejects], dtype="int64"),
+            "stage": pd.Series([stage] * len(rejects), dtype=object),
+            "reason": pd.Series([r.reason for r in rejects], dtype=object),
+            "detail": pd.Series([r.detail for r in rejects], dtype=object),
+            "original": pd.Series([r.original for r in rejects], dtype=object),
         }
     )
-    items = _side_table(src.items, src.item_col, "item_id", "--item-col")
-    users = _side_table(src.users, src.user_col, "user_id", "--user-col")
-    return datasets.CanonicalTables(interactions, items, users)
-
-
-def _side_table(file: str | None, id_col: str, canonical: str, option: str) -> pd.DataFrame | None:
-    """Items or users file: the id column renamed to its canonical name, other attributes kept as given."""
-    if not file:
-        return None
-    path = Path(file)
-    frame = read_table(path)
-    ids = _ids(_require(frame, path, id_col if id_col in frame.columns else canonical, option))
-    frame = frame.drop(columns=[c for c in (id_col, canonical) if c in frame.columns])
-    frame.insert(0, canonical, ids)
-    for column in ("year",):
-        if column in frame.columns:
-            frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("Int64")
-    if "price" in frame.columns:
-        frame["price"] = _numbers(frame["price"], path, "price")
-    return frame
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from fusionrec.config import RunConfig
+from pipelines.privacy import stored_user_id
 from serving.store import NoLiveVersionError, ServingStore, StoreUnavailableError, open_store
 
 MAX_K = 100
@@ -93,10 +94,10 @@ def create_app(cfg: RunConfig, store: ServingStore | None = None) -> FastAPI:
     ) -> AnswerOut:
         """The live version's top-``k`` for ``user_id``; unknown users get the popularity fallback."""
         try:
-            answer = store.recommend(user_id, k)
+            answer = store.recommend(stored_user_id(user_id, cfg.pseudonymise), k)
         except NoLiveVersionError as exc:
             raise HTTPException(status_code=503, detail=NO_MODEL_DETAIL) from exc
-        return AnswerOut.model_validate(answer, from_attributes=True)
+        return AnswerOut.model_validate(answer, from_attributes=True).model_copy(update={"user_id": user_id})
 
     @app.get(
         "/health",
@@ -139,7 +140,8 @@ def _online_features(cfg: RunConfig, app: FastAPI, user_id: str) -> dict[str, An
         raise RuntimeError(f"no feature registry at {cfg.paths.features}; run the features stage")
     if getattr(app.state, "feature_store", None) is None:
         app.state.feature_store = feature_store(cfg)
-    features = online_user_features(cfg, [user_id], store=app.state.feature_store)[user_id]
+    stored = stored_user_id(user_id, cfg.pseudonymise)
+    features = online_user_features(cfg, [stored], store=app.state.feature_store)[stored]
     # JSON has no NaN: a missing numeric feature (e.g. mean rating without ratings) is null
     return {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in features.items()}
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from fusionrec.config import RunConfig
-from pipelines.ingest import ingest
+from pipelines.ingest import QUARANTINE_COLUMNS, ingest
 from pipelines.schema import INTERACTION_COLUMNS
 from pipelines.validate import DataValidationError, ValidationResult, validate
 
@@ -27,9 +27,9 @@ DIRTY_ROWS = [
     ("u3", "i3", None, 3, "bogus", "unknown event_type"),
     ("u1", "i1", 5.0, 0, "rating", "duplicate event"),  # same key as line 1: later copy goes
     ("u4", "i9", 2.0, 4, "rating", "unknown item_id"),
-    ("u5", "i2", 1.0, 30_000, "rating", "timestamp out of range"),  # year 2102: in the future
+    ("u5", "i2", 1.0, 30_000, "rating", "timestamp in the future"),  # year 2102
     ("u6", "i3", None, 5, "view", None),  # ratings are optional
-    ("u7", "i1", -1.0, 6, "bogus", "rating out of range; unknown event_type"),
+    ("u7", "i1", -1.0, 6, "bogus", "rating out of range"),  # the first failed check is the reason...
     ("u8", "i2", 11.0, 7, "rating", "rating out of range"),  # invalid first copy of the next key...
     ("u8", "i2", 3.0, 7, "rating", None),  # ...so this valid later copy is the one kept
     ("u9", "i3", 2.0, 8, "purchase", None),
@@ -93,15 +93,19 @@ def test_each_bad_row_is_quarantined_with_its_reason_and_source_row(dirty_run: R
     quarantine = read_out(dirty_run.cfg, "quarantine", "interactions")
     expected = {line: r[5] for line, r in enumerate(DIRTY_ROWS, start=1) if r[5]}
     assert dict(zip(quarantine["source_row"], quarantine["reason"], strict=True)) == expected
+    assert list(quarantine.columns) == list(QUARANTINE_COLUMNS)
+    assert set(quarantine["stage"]) == {"validate"}
+    # ...and the detail lists every failed check
+    assert quarantine.set_index("source_row").loc[9, "detail"] == "rating out of range; unknown event_type"
     # original values are kept next to the reason
-    bad_rating = quarantine.set_index("source_row").loc[3]
+    bad_rating = json.loads(quarantine.set_index("source_row").loc[3, "original"])
     assert (bad_rating["user_id"], bad_rating["item_id"], bad_rating["rating"]) == ("u2", "i2", 11.0)
 
 
 def test_valid_rows_pass_with_the_input_schema(dirty_run: Run) -> None:
     validated = read_out(dirty_run.cfg, "validated", "interactions")
     assert validated["source_row"].tolist() == [line for line, r in enumerate(DIRTY_ROWS, 1) if r[5] is None]
-    assert list(validated.columns) == list(INTERACTION_COLUMNS)
+    assert list(validated.columns) == list(interactions_frame(DIRTY_ROWS).columns)
     assert validated.dtypes.to_dict() == interactions_frame(DIRTY_ROWS).dtypes.to_dict()
 
 
@@ -119,15 +123,14 @@ def test_duplicate_item_keeps_first_copy_and_gets_source_row(dirty_run: Run) -> 
     items = read_out(dirty_run.cfg, "validated", "items")
     quarantine = read_out(dirty_run.cfg, "quarantine", "items")
     assert items["title"].tolist() == ["A", "B", "C"]
-    assert quarantine[["item_id", "title", "source_row", "reason"]].values.tolist() == [
-        ["i2", "B again", 4, "duplicate item_id"]
-    ]
+    assert quarantine[["source_row", "reason"]].values.tolist() == [[4, "duplicate item_id"]]
+    assert json.loads(quarantine["original"].iloc[0]) == {"item_id": "i2", "title": "B again"}
 
 
 def test_nothing_rejected_still_writes_an_empty_quarantine_with_columns(dirty_run: Run) -> None:
     quarantine = read_out(dirty_run.cfg, "quarantine", "users")
     assert quarantine.empty
-    assert list(quarantine.columns) == ["user_id", "age", "source_row", "reason"]
+    assert list(quarantine.columns) == list(QUARANTINE_COLUMNS)
 
 
 # ------------------------------------------------------------------ GX artefacts and report
@@ -141,9 +144,11 @@ def test_gx_result_data_docs_and_latest_pointer_are_kept_per_run(dirty_run: Run)
     assert Path(result.data_docs).exists()
     assert list((run_dir / "data_docs" / "validations").glob("interactions/*incoming*/*/*.html"))
     record = json.loads(Path(result.gx_result).read_text())
-    assert set(record["incoming"]) == {"interactions", "items", "users"}
-    assert record["incoming"]["interactions"]["success"] is False
-    assert record["accepted"]["interactions"]["success"] is True
+    tables = {"interactions", "items", "users"}
+    assert set(record["incoming"]) == tables | {f"{t}_duplicates" for t in tables}
+    assert record["incoming"]["interactions"][0]["success"] is False  # one result per chunk
+    assert record["incoming"]["interactions_duplicates"][0]["success"] is False
+    assert record["accepted"]["interactions"][0]["success"] is True
     latest = json.loads((cfg.paths.gx / "latest.json").read_text())
     assert latest["gx_result"] == result.gx_result and latest["data_docs"] == result.data_docs
     report = json.loads((cfg.paths.reports / "validate.json").read_text())

@@ -13,16 +13,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from fusionrec.config import RunConfig
+from pipelines.privacy import stored_user_id
 from serving.app import create_app
 from serving.store import open_store
 
 
 def publish(cfg: RunConfig, version: str = "v1") -> None:
-    """Promote a tiny version through a separate store object, as the pipeline would."""
+    """Promote a tiny version through a separate store object, as the pipeline would: keyed by the users'
+    pseudonyms, which the API computes from the ids in requests."""
     store = open_store(cfg)
     recs = {
-        "u1": [("i3", 0.9), ("i1", 0.5), ("i2", 0.25)],
-        "u2": [(f"i{j}", 1.0 / (j + 1)) for j in range(100)],
+        stored_user_id("u1", cfg.pseudonymise): [("i3", 0.9), ("i1", 0.5), ("i2", 0.25)],
+        stored_user_id("u2", cfg.pseudonymise): [(f"i{j}", 1.0 / (j + 1)) for j in range(100)],
     }
     store.publish(version, recs, [("pop1", 30.0), ("pop2", 20.0)], {"source": "test"})
     store.close()

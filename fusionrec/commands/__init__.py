@@ -1,0 +1,1 @@
+"""Commands of the `fusionrec` CLI that live outside cli.py (registered there with ``cli.add_command``)."""
