@@ -27,7 +27,9 @@ class UserError(Exception):
 def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.approve import ApprovalError
     from pipelines.datasets import DatasetNotInstalled
+    from pipelines.drift import DataDriftError
     from pipelines.ingest import IngestError
+    from pipelines.privacy import PrivacyError
     from pipelines.promote import PromotionError
     from pipelines.stage import StageInputError
     from pipelines.validate import DataValidationError
@@ -39,6 +41,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         IngestError,
         DataValidationError,
         DatasetNotInstalled,
+        DataDriftError,
+        PrivacyError,
         ApprovalError,
         PromotionError,
         ServingStoreError,
@@ -177,6 +181,7 @@ def cli(
 
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """The options that say where raw data comes from (a bundled dataset or files with a column mapping)."""
+    path = click.Path(exists=False)
     options = [
         click.option(
             "--dataset",
@@ -185,22 +190,43 @@ def source_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="A bundled public dataset (default ml-100k when no file is given).",
         ),
         click.option(
-            "--interactions", type=click.Path(dir_okay=False), help="CSV or Parquet file of interactions."
+            "--interactions",
+            type=path,
+            help="CSV/TSV/Parquet file, or a folder of them, of behaviour events.",
         ),
-        click.option("--items", type=click.Path(dir_okay=False), help="Optional item catalogue file."),
-        click.option("--users", type=click.Path(dir_okay=False), help="Optional users file."),
+        click.option("--items", type=path, help="Optional item catalogue file."),
+        click.option("--users", type=path, help="Optional users file."),
+        click.option("--reviews", type=path, help="Optional reviews file."),
+        click.option(
+            "--shop",
+            type=click.Path(exists=True, file_okay=False),
+            help="A folder in the `fusionrec generate` layout (events/, items/users/reviews.parquet).",
+        ),
         click.option("--user-col", default="user_id", show_default=True),
         click.option("--item-col", default="item_id", show_default=True),
         click.option("--rating-col", default="rating", show_default=True),
         click.option("--timestamp-col", default="timestamp", show_default=True),
         click.option("--event-col", default="event_type", show_default=True),
+        click.option("--session-col", default="session_id", show_default=True),
+        click.option("--price-col", default="price", show_default=True),
+        click.option("--quantity-col", default="quantity", show_default=True),
     ]
     for option in reversed(options):
         command = option(command)
     return command
 
 
-def _source(dataset: str | None, interactions: str | None, **files_and_columns: Any) -> dict[str, Any]:
+def _source(
+    dataset: str | None, interactions: str | None, shop: str | None = None, **files_and_columns: Any
+) -> dict[str, Any]:
+    if shop:
+        if dataset or interactions:
+            raise click.UsageError("give one of --dataset, --interactions or --shop")
+        folder = Path(shop)
+        interactions = str(folder / "events")
+        for table in ("items", "users", "reviews"):
+            if not files_and_columns.get(table) and (folder / f"{table}.parquet").exists():
+                files_and_columns[table] = str(folder / f"{table}.parquet")
     if dataset and interactions:
         raise click.UsageError("give either --dataset or --interactions, not both")
     source = {"dataset": None if interactions else (dataset or "ml-100k"), "interactions": interactions}
@@ -209,16 +235,72 @@ def _source(dataset: str | None, interactions: str | None, **files_and_columns: 
 
 @cli.command()
 @source_options
+@click.option(
+    "--validate/--no-validate",
+    "gate",
+    default=True,
+    show_default=True,
+    help="Run the validation gate (GX) after reading, so the answer counts every accepted and rejected row.",
+)
+@click.option("--max-reject-share", type=float, default=None, help="Fail above this share of rejected rows.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @json_option
 @click.pass_context
-def ingest(ctx: click.Context, as_json: bool, **source: Any) -> None:
-    """Read a dataset or files into canonical Parquet tables."""
+def ingest(
+    ctx: click.Context,
+    gate: bool,
+    max_reject_share: float | None,
+    progress: bool | None,
+    as_json: bool,
+    **source: Any,
+) -> None:
+    """Read a dataset, a file or a folder of files into canonical tables, then validate them.
+
+    Prints accepted and rejected rows, the quarantine folder and the count of each rejection reason
+    (with --json: {"accepted", "rejected", "quarantine", "reasons", ...}). Rows that cannot be read or fail
+    a check go to the quarantine with their source file, row, original values and reason.
+    """
     from pipelines.ingest import ingest as run_ingest
 
-    cfg = _config(ctx, source=_source(**source))
-    _run(run_ingest, cfg, as_json)
+    cfg = _config(ctx, source=_source(**source), max_reject_share=max_reject_share)
+    read = _call(lambda c: run_ingest(c, progress=progress), cfg)
     remembered = {key: cfg.to_dict()[key] for key in REMEMBERED}
     (cfg.home / RUN_FILE).write_text(json.dumps(remembered, indent=2))
+    if not gate:
+        _emit(read, as_json)
+        return
+    from pipelines.validate import validate as run_validate
+
+    checked = _call(run_validate, cfg)
+    summary = gate_summary(checked)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, default=str))
+        return
+    click.echo(
+        f"accepted {summary['accepted']:,} rows, rejected {summary['rejected']:,} (quarantine: {summary['quarantine']})"
+    )
+    for reason, count in summary["reasons"].items():
+        click.echo(f"  {count:>10,}  {reason}")
+    click.echo(f"data docs: {summary['data_docs']}")
+
+
+def gate_summary(result: Any) -> dict[str, Any]:
+    """The answer of `ingest`: interactions accepted/rejected (= rows read), quarantine, reasons, per table."""
+    tables = {
+        t: {"read": result.rows_read[t], "accepted": result.accepted[t], "rejected": result.rejected[t]}
+        for t in result.rows_read
+    }
+    return {
+        "accepted": result.accepted["interactions"],
+        "rejected": result.rejected["interactions"],
+        "quarantine": result.quarantine,
+        "reasons": result.reasons,
+        "rows_read": result.rows_read["interactions"],
+        "tables": tables,
+        "data_docs": result.data_docs,
+        "drift": result.drift.get("status"),
+        "success": result.success,
+    }
 
 
 @cli.command()
@@ -284,7 +366,7 @@ def evaluate(ctx: click.Context, k: int | None, as_json: bool) -> None:
     _run(run_evaluate, _config(ctx, k=k), as_json)
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @source_options
 @click.option(
     "--protocol",
@@ -315,7 +397,10 @@ def bench(
 ) -> None:
     """Benchmark the model zoo and fusions on a dataset or file: the pipeline's own stages in a scratch home.
 
-    Prints a table and writes {"dataset", "protocol", "k", "results": [...], "selected", ...} to --json."""
+    Prints a table and writes {"dataset", "protocol", "k", "results": [...], "selected", ...} to --json.
+    `fusionrec bench data --events N` benchmarks the data plane instead (see `fusionrec bench data --help`)."""
+    if ctx.invoked_subcommand:
+        return
     from pipelines.bench import bench as run_bench
     from pipelines.bench import bench_models
 
@@ -333,6 +418,66 @@ def bench(
     )
     document = _call(lambda c: run_bench(c, Path(json_out) if json_out else None, keep), cfg)
     click.echo(bench_table(document))
+
+
+@bench.command("data")
+@click.option("--events", type=click.IntRange(1000), required=True, help="Events to generate and ingest.")
+@click.option("--users", type=click.IntRange(10), default=None, help="Default: 1 per 100 events.")
+@click.option("--items", type=click.IntRange(10), default=None, help="Default: 1 per 200 events.")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option(
+    "--online-store",
+    "store",
+    type=click.Choice(["sqlite", "redis"]),
+    default=None,
+    help="Feast online store.",
+)
+@click.option(
+    "--workdir", type=click.Path(file_okay=False), help="Scratch folder (default: HOME/bench/data-N)."
+)
+@click.option("--keep", is_flag=True, help="Keep the generated shop and the scratch home.")
+@click.option(
+    "--json", "json_out", type=click.Path(dir_okay=False), help="Also write the figures as JSON here."
+)
+@click.pass_context
+def bench_data(
+    ctx: click.Context,
+    events: int,
+    users: int | None,
+    items: int | None,
+    seed: int,
+    store: str | None,
+    workdir: str | None,
+    keep: bool,
+    json_out: str | None,
+) -> None:
+    """Benchmark the data plane: generate N events, then ingest, validate, split and build Feast features,
+    printing seconds and peak memory per stage and events per second."""
+    from pipelines.bench_data import bench_data as run
+
+    home = Path(ctx.find_root().obj["home"])
+    folder = Path(workdir) if workdir else home / "bench" / f"data-{events}"
+    online = store or _config(ctx.find_root()).online_store
+
+    def go(_: RunConfig) -> Any:
+        return run(events, folder, users, items, seed, online, keep)  # type: ignore[arg-type]
+
+    result = _call(go, _config(ctx.find_root()))
+    document = result.to_dict()
+    if json_out:
+        Path(json_out).write_text(json.dumps(document, indent=2))
+    click.echo(
+        f"{result.events:,} events, {result.users:,} users, {result.items:,} items; online store {online}"
+    )
+    click.echo(f"{'stage':<10} {'seconds':>9} {'events/s':>11} {'peak RSS MB':>12}")
+    for name, timing in result.stages.items():
+        rate = result.events / timing.seconds if timing.seconds else 0.0
+        click.echo(f"{name:<10} {timing.seconds:>9.1f} {rate:>11,.0f} {timing.peak_rss_mb:>12,.0f}")
+    click.echo(
+        f"ingest + validate + features: {result.gate_seconds:.1f} s "
+        f"({result.gate_seconds / 900:.0%} of the 15 min target); peak RSS {result.peak_rss_mb:,.0f} MB "
+        f"({result.peak_rss_mb / 6144:.0%} of 6 GB); accepted {result.accepted:,}, rejected {result.rejected:,}"
+    )
 
 
 def bench_table(document: dict[str, Any]) -> str:
@@ -485,7 +630,10 @@ def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
         store = open_store(cfg)
         if store.live_version() is None:
             raise UserError("nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`")
-        return AnswerOut.model_validate(store.recommend(user_id, k), from_attributes=True).model_dump()
+        from pipelines.privacy import stored_user_id
+
+        answer = store.recommend(stored_user_id(user_id, cfg.pseudonymise), k)
+        return AnswerOut.model_validate(answer, from_attributes=True).model_dump() | {"user_id": user_id}
 
     payload = _call(answer, _config(ctx))
     if as_json:
@@ -530,6 +678,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
         f"{'serving':<11} {serving['store']}: live {serving['live_version']}"
         f"  (previous {serving['previous_version']})"
     )
+    checked = state["last_validation"]
+    if checked.get("accepted"):
+        click.echo(
+            f"{'last data':<11} accepted {checked['accepted']}  rejected {checked['rejected']}"
+            f"  quarantine: {checked['quarantine']}"
+        )
+        click.echo(f"{'':<11} data docs: file://{checked['data_docs']}")
+        click.echo(f"{'':<11} drift: {state['last_drift'].get('message') or '-'}")
 
 
 @cli.command("run")
@@ -542,6 +698,17 @@ def run_all(ctx: click.Context, auto_approve: bool, **zoo: Any) -> None:
 
     cfg = _config(ctx, auto_approve=auto_approve, **_zoo(**zoo))
     _run(run_pipeline, cfg, as_json=True)
+
+
+def _add_command_modules() -> None:
+    from fusionrec.commands.generate import generate
+    from fusionrec.commands.lineage import lineage
+
+    cli.add_command(generate)
+    cli.add_command(lineage)
+
+
+_add_command_modules()
 
 
 def main() -> None:

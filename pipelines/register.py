@@ -92,6 +92,7 @@ def register(cfg: RunConfig) -> RegisterResult:
         "test_metrics": json.dumps(test),
         "valid_metrics": json.dumps(valid),
         "approval.status": "pending",
+        "train_run_id": str((load_report(cfg.paths.reports, "train") or {}).get("mlflow_run_id", "")),
     }
     for key, value in version_tags.items():
         client.set_model_version_tag(cfg.registered_model, version, key, value)

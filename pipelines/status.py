@@ -44,6 +44,7 @@ def status(cfg: RunConfig) -> dict[str, Any]:
     setup_mlflow(cfg)
     store = open_store(cfg)
     validation = load_report(cfg.paths.reports, "validate") or {}
+    drift = load_report(cfg.paths.reports, "drift") or {}
     return {
         "model": cfg.registered_model,
         "tracking_uri": cfg.tracking_uri,
@@ -55,5 +56,9 @@ def status(cfg: RunConfig) -> dict[str, Any]:
             "previous_version": store.previous_version(),
             "live_meta": store.meta() if store.live_version() else {},
         },
-        "last_validation": {k: validation.get(k) for k in ("accepted", "rejected", "gx_result", "data_docs")},
+        "last_validation": {
+            k: validation.get(k)
+            for k in ("accepted", "rejected", "reasons", "quarantine", "gx_result", "data_docs")
+        },
+        "last_drift": {k: drift.get(k) for k in ("status", "message", "report", "plot")},
     }

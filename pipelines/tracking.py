@@ -79,6 +79,7 @@ def lineage_tags(cfg: RunConfig) -> dict[str, str]:
     tags = {
         "git_commit": git_commit(),
         "dvc_data_hash": str(version.get("md5", "unversioned")),
+        "dvc_quarantine_hash": str(version.get("quarantine_md5", "")),
         "dataset": cfg.source.name,
         "protocol": cfg.effective_protocol,
         "gx_result": str(validation.get("gx_result", "")),

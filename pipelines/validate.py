@@ -212,7 +212,8 @@ def validate(cfg: RunConfig) -> ValidationResult:
         tallies[table], quarantine[table] = tally, [ingest_rejects, *q_frames]
 
     success = gate.success
-    gx_result, data_docs = _write_gx_run(context, run_dir, gate.records, success)
+    counts = {t: {"read": v.read, "accepted": v.accepted, "rejected": v.rejected} for t, v in tallies.items()}
+    gx_result, data_docs = _write_gx_run(context, run_dir, gate.records, success, counts)
     _write_quarantine(cfg.paths.quarantine, quarantine)
     _check_reject_share(tallies[INTERACTIONS], cfg.max_reject_share, cfg.paths.quarantine)
     drift_result = drift.check_drift(cfg, profile)
@@ -654,12 +655,16 @@ def _unexpected_rows(result: dict[str, Any]) -> list[int] | None:
 
 
 def _write_gx_run(
-    context: Any, run_dir: Path, records: dict[str, dict[str, list[dict[str, Any]]]], success: bool
+    context: Any,
+    run_dir: Path,
+    records: dict[str, dict[str, list[dict[str, Any]]]],
+    success: bool,
+    counts: dict[str, dict[str, int]],
 ) -> tuple[Path, Path]:
     """Write the run's GX results (one per suite and chunk, row lists left out: the quarantine has the rows)
     and data docs, refresh ``latest.json``; return (result JSON, index.html)."""
     gx_result = run_dir / "validation_result.json"
-    record = {"run": run_dir.name, "success_on_accepted_rows": success, **records}
+    record = {"run": run_dir.name, "success_on_accepted_rows": success, "rows": counts, **records}
     gx_result.write_text(json.dumps(record, indent=1, default=str))
     context.build_data_docs(site_names=[SITE])
     data_docs = run_dir / "data_docs" / "index.html"
