@@ -23,26 +23,51 @@ TUNING_DIR = "tuning"  # snapshots of the fit split, under the features folder
 TUNING_SUFFIX = "_tuning"  # feature view name suffix of the tuning phase
 
 # ttl 0 = a snapshot stays valid until the next one; point-in-time joins pick the latest snapshot <= as_of.
+# Every user with events is in every snapshot (recency moves with time); an item row is written only when its
+# statistics changed, except in the first and the last snapshot, which hold the whole catalogue.
 _NO_EXPIRY = timedelta(0)
 
 USER_PROFILE_SCHEMA = [
-    Field(name="n_interactions", dtype=Int64, description="events up to the snapshot"),
+    Field(name="n_interactions", dtype=Int64, description="events up to the snapshot (frequency)"),
     Field(name="n_items", dtype=Int64, description="distinct items interacted with"),
     Field(name="n_ratings", dtype=Int64, description="events carrying an explicit rating"),
     Field(name="n_purchases", dtype=Int64, description="purchase events"),
+    Field(name="n_orders", dtype=Int64, description="distinct sessions with a purchase (orders)"),
+    Field(
+        name="monetary", dtype=Float64, description="sum of price x quantity over purchases (0 if unknown)"
+    ),
     Field(name="mean_rating", dtype=Float64, description="mean explicit rating (null without ratings)"),
     Field(name="recency_days", dtype=Float64, description="days from the last event to the snapshot"),
     Field(name="active_days", dtype=Float64, description="days between first and last event"),
+    Field(name="n_sessions", dtype=Int64, description="distinct sessions (events without one not counted)"),
+    Field(name="events_per_session", dtype=Float64, description="mean events per session (null without)"),
+    Field(name="session_minutes", dtype=Float64, description="mean session duration (null without sessions)"),
+    Field(name="purchase_view_ratio", dtype=Float64, description="purchases per view or click (0 without)"),
     Field(name="favourite_category", dtype=String, description="most frequent item category ('' if none)"),
+    Field(
+        name="favourite_category_2", dtype=String, description="second most frequent category ('' if none)"
+    ),
+    Field(name="favourite_category_3", dtype=String, description="third most frequent category ('' if none)"),
 ]
 
 ITEM_STATS_SCHEMA = [
     Field(name="popularity", dtype=Int64, description="events on the item up to the snapshot"),
+    Field(name="popularity_7d", dtype=Int64, description="events in the 7 days up to the snapshot"),
+    Field(name="popularity_30d", dtype=Int64, description="events in the 30 days up to the snapshot"),
     Field(name="n_users", dtype=Int64, description="distinct users who interacted"),
+    Field(name="n_purchases", dtype=Int64, description="purchase events"),
+    Field(name="conversion_rate", dtype=Float64, description="purchases per view or click (0 without views)"),
     Field(name="mean_rating", dtype=Float64, description="mean explicit rating (null without ratings)"),
-    Field(name="category", dtype=String, description="item category or first genre ('' if unknown)"),
+    Field(
+        name="category", dtype=String, description="category, first genre or top of the path ('' if unknown)"
+    ),
+    Field(name="brand", dtype=String, description="brand ('' if unknown)"),
     Field(name="year", dtype=Int64, description="release year (null if unknown)"),
-    Field(name="price", dtype=Float64, description="price (null if unknown)"),
+    Field(
+        name="price",
+        dtype=Float64,
+        description="catalogue price, else mean event price so far (null if none)",
+    ),
 ]
 
 

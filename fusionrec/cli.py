@@ -243,6 +243,15 @@ def _source(
     help="Run the validation gate (GX) after reading, so the answer counts every accepted and rejected row.",
 )
 @click.option("--max-reject-share", type=float, default=None, help="Fail above this share of rejected rows.")
+@click.option(
+    "--drift-action",
+    type=click.Choice(["warn", "fail", "off"]),
+    default=None,
+    help="What a drift against the last accepted batch does (default warn).",
+)
+@click.option(
+    "--drift-threshold", type=float, default=None, help="PSI above which a distribution drifted (0.2)."
+)
 @click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a terminal).")
 @json_option
 @click.pass_context
@@ -250,6 +259,8 @@ def ingest(
     ctx: click.Context,
     gate: bool,
     max_reject_share: float | None,
+    drift_action: str | None,
+    drift_threshold: float | None,
     progress: bool | None,
     as_json: bool,
     **source: Any,
@@ -262,7 +273,13 @@ def ingest(
     """
     from pipelines.ingest import ingest as run_ingest
 
-    cfg = _config(ctx, source=_source(**source), max_reject_share=max_reject_share)
+    cfg = _config(
+        ctx,
+        source=_source(**source),
+        max_reject_share=max_reject_share,
+        drift_action=drift_action,
+        drift_threshold=drift_threshold,
+    )
     read = _call(lambda c: run_ingest(c, progress=progress), cfg)
     remembered = {key: cfg.to_dict()[key] for key in REMEMBERED}
     (cfg.home / RUN_FILE).write_text(json.dumps(remembered, indent=2))
@@ -305,13 +322,26 @@ def gate_summary(result: Any) -> dict[str, Any]:
 
 @cli.command()
 @click.option("--max-reject-share", type=float, default=None, help="Fail above this share of rejected rows.")
+@click.option("--drift-action", type=click.Choice(["warn", "fail", "off"]), default=None)
+@click.option(
+    "--drift-threshold", type=float, default=None, help="PSI above which a distribution drifted (0.2)."
+)
 @json_option
 @click.pass_context
-def validate(ctx: click.Context, max_reject_share: float | None, as_json: bool) -> None:
-    """Validate canonical tables with Great Expectations; quarantine bad rows."""
+def validate(
+    ctx: click.Context,
+    max_reject_share: float | None,
+    drift_action: str | None,
+    drift_threshold: float | None,
+    as_json: bool,
+) -> None:
+    """Validate canonical tables with Great Expectations; quarantine bad rows; check drift."""
     from pipelines.validate import validate as run_validate
 
-    _run(run_validate, _config(ctx, max_reject_share=max_reject_share), as_json)
+    cfg = _config(
+        ctx, max_reject_share=max_reject_share, drift_action=drift_action, drift_threshold=drift_threshold
+    )
+    _run(run_validate, cfg, as_json)
 
 
 @cli.command()

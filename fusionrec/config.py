@@ -121,6 +121,7 @@ ENV_SWITCHES = {
     "FUSIONREC_REDIS_URL": "redis_url",
     "MLFLOW_TRACKING_URI": "mlflow_tracking_uri",
     "FUSIONREC_OPTUNA_STORAGE": "optuna_storage",
+    "FUSIONREC_PSEUDONYMISE": "pseudonymise",  # "false" keeps raw user ids (data that is already pseudonymous)
 }
 
 # The default model zoo of a retrain: strong, quick CF models and the Feast-fed two-tower (see docs/models.md).
@@ -185,6 +186,8 @@ class RunConfig:
         env: dict[str, Any] = {
             field: os.environ[var] for var, field in ENV_SWITCHES.items() if os.environ.get(var)
         }
+        if isinstance(env.get("pseudonymise"), str):
+            env["pseudonymise"] = env["pseudonymise"].strip().lower() not in {"0", "false", "no", "off"}
         env.update({k: v for k, v in overrides.items() if v is not None})
         if "home" in env:
             env["home"] = Path(env["home"]).expanduser().resolve()

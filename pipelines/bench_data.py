@@ -115,5 +115,9 @@ def bench_data(
         workdir=str(workdir),
     )
     if not keep:
+        if online_store == "redis":  # the scratch project's keys go with the scratch home
+            from pipelines.features import feature_store
+
+            feature_store(cfg).teardown()
         shutil.rmtree(workdir, ignore_errors=True)
     return result

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -89,14 +90,34 @@ def split_interactions(data: pd.DataFrame, protocol: str, seed: int) -> dict[str
     return {"fit": fit, "valid": valid, "train": train, "test": test}
 
 
+def _read_compact(path: Path) -> pd.DataFrame:
+    """The validated interactions with Arrow-backed strings (a quarter of the memory of Python strings at 10M
+    rows); ``source_file`` stays in validated/ as row lineage, the splits do not need it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = [c for c in pq.ParquetFile(path).schema_arrow.names if c != "source_file"]
+    table = pq.read_table(path, columns=names)
+    return table.to_pandas(types_mapper={pa.string(): pd.StringDtype("pyarrow")}.get)
+
+
+def _write_plain(frame: pd.DataFrame, path: Path) -> None:
+    """Parquet without pandas metadata, so readers get the usual dtypes (object strings), not Arrow ones."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata(None), path)
+
+
 def split(cfg: RunConfig) -> SplitResult:
     """Split ``validated/interactions.parquet`` by ``cfg.effective_protocol``."""
-    data = pd.read_parquet(cfg.paths.validated / table_file(INTERACTIONS))
+    data = _read_compact(cfg.paths.validated / table_file(INTERACTIONS))
     parts = split_interactions(data, cfg.effective_protocol, cfg.seed)
     out = cfg.paths.splits
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in parts.items():
-        frame.reset_index(drop=True).to_parquet(out / f"{name}.parquet", index=False)
+        _write_plain(frame, out / f"{name}.parquet")
     result = SplitResult(
         protocol=cfg.effective_protocol,
         rows={name: len(frame) for name, frame in parts.items()},

@@ -93,7 +93,7 @@ OPTIONAL_TYPES = {
 }
 # Uniqueness keys: later copies of a key are quarantined, the first valid copy is kept.
 DUPLICATE_KEYS = {
-    INTERACTIONS: ["user_id", "item_id", "timestamp", "event_type"],
+    INTERACTIONS: ["user_id", "item_id", "timestamp", "event_type", "session_id"],
     ITEMS: ["item_id"],
     USERS: ["user_id"],
     REVIEWS: ["user_id", "item_id"],

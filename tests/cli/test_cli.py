@@ -54,10 +54,7 @@ def test_expected_commands_exist() -> None:
     ("content", "message"),
     [
         ("user_id,timestamp\nu1,1600000000\n", "missing required column 'item_id'"),
-        (
-            "user_id,item_id,rating,timestamp\nu1,i1,five,1600000000\n",
-            "row 1, column 'rating': 'five' is not a number",
-        ),
+        ("user_id,item_id,user_id\nu1,i1,u2\n", "header repeats column 'user_id'"),
         ("", "file is empty"),
     ],
 )
@@ -89,7 +86,9 @@ def test_ingest_json_and_run_settings_are_remembered(tmp_path: Path) -> None:
     home = tmp_path / "h"
     result = runner.invoke(cli, ["--home", str(home), "ingest", "--dataset", "instacart", "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["rows"]["interactions"] == 150_000
+    answer = json.loads(result.output)
+    assert (answer["accepted"], answer["rejected"], answer["rows_read"]) == (150_000, 0, 150_000)
+    assert answer["quarantine"] == str((home / "data" / "quarantine").resolve()) and answer["reasons"] == {}
     saved = json.loads((home / "run.json").read_text())
     assert saved["source"]["dataset"] == "instacart"
     assert set(saved) == {"source", "protocol"}  # deployment switches are never remembered

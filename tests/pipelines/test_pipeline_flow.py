@@ -149,7 +149,9 @@ def test_unknown_version_is_a_clear_error(cfg: RunConfig) -> None:
         approve(cfg, "99", by="alice")
 
 
-def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunConfig) -> None:
+def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(
+    cfg: RunConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
     from click.testing import CliRunner
     from fastapi.testclient import TestClient
@@ -171,7 +173,8 @@ def test_registered_pyfunc_loads_and_predicts_like_the_serving_store(cfg: RunCon
     served = [r.item_id for r in live.recommend("u3", 5).items]
     assert list(frame[frame.user_id == "u3"]["item_id"]) == served
 
-    # the CLI and the HTTP API give the same answer
+    # the CLI and the HTTP API give the same answer (the CLI, like the fixture, keeps these raw ids)
+    monkeypatch.setenv("FUSIONREC_PSEUDONYMISE", "false")
     http = TestClient(create_app(cfg)).get("/recommendations/u3", params={"k": 5}).json()
     result = CliRunner().invoke(cli, ["--home", str(cfg.home), "recommend", "u3", "--k", "5", "--json"])
     assert result.exit_code == 0, result.output

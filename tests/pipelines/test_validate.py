@@ -239,3 +239,35 @@ def test_ml100k_validates_clean_and_fast(tmp_path: Path) -> None:
     assert result.success
     assert pd.read_parquet(cfg.paths.validated / "interactions.parquet").equals(interactions)
     assert seconds < 30, f"validate took {seconds:.1f} s"  # ~2-3 s measured; generous for a shared CI box
+
+
+# ------------------------------------------------------------------ drift between batches
+
+
+def _batch(purchase_share: float, n: int = 400) -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    events = np.where(rng.random(n) < purchase_share, "purchase", "view")
+    rows = [(f"u{i % 40}", f"i{i % 3 + 1}", None, i // 40, str(e), None) for i, e in enumerate(events)]
+    return interactions_frame(rows)
+
+
+def test_a_drifted_batch_fails_in_fail_mode_and_does_not_become_the_reference(tmp_path: Path) -> None:
+    from pipelines.drift import DataDriftError
+
+    cfg = RunConfig.from_env(home=tmp_path, drift_action="fail", run_id="first")
+    write_canonical(cfg, interactions=_batch(0.05))
+    first = validate(cfg)
+    assert first.drift["status"] == "no_reference"
+
+    second = RunConfig.from_env(home=tmp_path, drift_action="fail", run_id="second")
+    write_canonical(second, interactions=_batch(0.6))  # the event mix moved: many more purchases
+    with pytest.raises(DataDriftError, match=r"event_type_mix PSI [0-9.]+.*> 0\.2") as err:
+        validate(second)
+    assert "\n" not in str(err.value)
+    assert not (cfg.paths.validated / "interactions.parquet").exists()  # like any failed gate: nothing stale
+    report = json.loads((cfg.paths.reports / "drift.json").read_text())
+    assert report["status"] == "drifted" and report["reference_run"] == "first"
+
+    warn = RunConfig.from_env(home=tmp_path, drift_action="warn", run_id="third")
+    assert validate(warn).drift["reference_run"] == "first"  # the failed batch never became the reference
+    assert (cfg.paths.validated / "interactions.parquet").exists()  # warn: recorded, the batch goes on
