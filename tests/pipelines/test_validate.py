@@ -13,7 +13,6 @@ import pytest
 
 from fusionrec.config import RunConfig
 from pipelines.ingest import QUARANTINE_COLUMNS, ingest
-from pipelines.schema import INTERACTION_COLUMNS
 from pipelines.validate import DataValidationError, ValidationResult, validate
 
 T0 = pd.Timestamp("2020-01-01", tz="UTC")
