@@ -222,11 +222,11 @@ def _source(
     if shop:
         if dataset or interactions:
             raise click.UsageError("give one of --dataset, --interactions or --shop")
-        folder = Path(shop)
-        interactions = str(folder / "events")
-        for table in ("items", "users", "reviews"):
-            if not files_and_columns.get(table) and (folder / f"{table}.parquet").exists():
-                files_and_columns[table] = str(folder / f"{table}.parquet")
+        from pipelines.ingest import shop_source
+
+        layout = shop_source(Path(shop))
+        interactions = layout.pop("interactions")
+        files_and_columns |= {t: f for t, f in layout.items() if f and not files_and_columns.get(t)}
     if dataset and interactions:
         raise click.UsageError("give either --dataset or --interactions, not both")
     source = {"dataset": None if interactions else (dataset or "ml-100k"), "interactions": interactions}

@@ -59,7 +59,7 @@ def bench_data(
     """Run the data plane on ``events`` generated events in ``workdir`` (emptied first; removed unless ``keep``)."""
     from pipelines.features import build_features
     from pipelines.generate import GenerateConfig, generate
-    from pipelines.ingest import ingest
+    from pipelines.ingest import ingest, shop_source
     from pipelines.split import split
     from pipelines.validate import validate
 
@@ -67,25 +67,18 @@ def bench_data(
     items = items or max(50, int(events * ITEMS_PER_EVENT))
     shutil.rmtree(workdir, ignore_errors=True)
     shop = workdir / "shop"
-    source = {
-        "dataset": None,
-        "interactions": str(shop / "events"),
-        "items": str(shop / "items.parquet"),
-        "users": str(shop / "users.parquet"),
-        "reviews": str(shop / "reviews.parquet"),
-    }
-    cfg = RunConfig.from_env(
-        home=workdir / "home",
-        source=source,
-        protocol="temporal",
-        online_store=online_store,
-        run_id="bench-data",
-    )
     stages: dict[str, StageTiming] = {}
     with measure() as whole:
         with measure() as usage:
             made = generate(GenerateConfig(users=users, items=items, events=events, seed=seed, out=shop))
         stages["generate"] = StageTiming(round(usage.seconds, 2), round(usage.peak_rss_mb, 1))
+        cfg = RunConfig.from_env(
+            home=workdir / "home",
+            source=shop_source(shop),
+            protocol="temporal",
+            online_store=online_store,
+            run_id="bench-data",
+        )
         results = {}
         for name, stage in (
             ("ingest", ingest),

@@ -146,6 +146,13 @@ def ingest(cfg: RunConfig, progress: bool | None = None) -> IngestResult:
 # ---------------------------------------------------------------- sources
 
 
+def shop_source(folder: Path) -> dict[str, str | None]:
+    """The source settings of a folder in the ``fusionrec generate`` layout (events/ and the side tables)."""
+    tables = {t: str(folder / f"{t}.parquet") for t in ("items", "users", "reviews")}
+    present = {t: path for t, path in tables.items() if Path(path).exists()}
+    return {"dataset": None, "interactions": str(folder / "events"), **present}
+
+
 def _sources(src: SourceConfig) -> Iterator[tuple[str, Iterator[RawChunk]]]:
     """(table, chunks) for every table the source has; items first (small), interactions streamed."""
     if src.interactions:

@@ -3,6 +3,7 @@ MLflow, the serving store or the logs — checked by scanning every byte a real 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from fusionrec.config import RunConfig
 from pipelines import privacy
 from pipelines.generate import GenerateConfig, generate
-from pipelines.ingest import ingest
+from pipelines.ingest import ingest, shop_source
 from pipelines.run import run_pipeline
 
 KEY = "test-key-0123456789abcdef"
@@ -67,19 +68,12 @@ def test_nothing_personal_reaches_any_output_or_log(
     secrets = {KEY, *users["email"].head(50), *users["phone"].head(50), *users["full_name"].head(50)}
     raw_ids = set(pd.read_parquet(shop / "events", columns=["user_id"])["user_id"].unique())
     home = tmp_path / "home"
-    source = {
-        "dataset": None,
-        "interactions": str(shop / "events"),
-        "items": str(shop / "items.parquet"),
-        "users": str(shop / "users.parquet"),
-        "reviews": str(shop / "reviews.parquet"),
-    }
     cfg = RunConfig.from_env(
-        home=home, source=source, models=("popularity", "ease"), fusions=("blend",), n_trials=1
+        home=home, source=shop_source(shop), models=("popularity", "ease"), fusions=("blend",), n_trials=1
     )
     caplog.set_level(logging.DEBUG)
     ingest(cfg)
-    summary = run_pipeline(cfg.__class__.from_env(**(cfg.to_dict() | {"auto_approve": True})))
+    summary = run_pipeline(dataclasses.replace(cfg, auto_approve=True))
     assert summary["promote"]  # the run went all the way to the serving store
 
     scanned = 0
