@@ -43,7 +43,8 @@ class SourceConfig:
     def name(self) -> str:
         """A short label for logs and MLflow tags."""
         if self.interactions:
-            return Path(self.interactions).stem
+            path = Path(self.interactions)
+            return path.parent.name if path.name == "events" and path.parent.name else path.stem  # a shop folder
         return self.dataset or "unknown"
 
 
