@@ -80,7 +80,16 @@ APPROVAL_BODY = """
 """
 
 
-COLUMN_KEYS = ("user_col", "item_col", "rating_col", "timestamp_col", "event_col")
+COLUMN_KEYS = (
+    "user_col",
+    "item_col",
+    "rating_col",
+    "timestamp_col",
+    "event_col",
+    "session_col",
+    "price_col",
+    "quantity_col",
+)
 
 
 def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, Any]:
@@ -93,6 +102,7 @@ def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, An
             "interactions": params.get("interactions_file"),
             "items": params.get("items_file"),
             "users": params.get("users_file"),
+            "reviews": params.get("reviews_file"),
             # column names of the interactions file, e.g. {"user_col": "customer", "item_col": "sku"}
             **{k: v for k, v in (params.get("columns") or {}).items() if k in COLUMN_KEYS and v},
         },
@@ -101,6 +111,7 @@ def config_overrides(params: dict[str, Any], run_id: str | None) -> dict[str, An
         "fusions": params.get("fusions"),
         "model_trials": params.get("model_trials") or None,
         "auto_approve": params.get("auto_approve"),
+        "drift_action": params.get("drift_action"),
         "run_id": run_id,
     }
 
@@ -180,10 +191,13 @@ def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
             description="Bundled dataset (ignored when interactions_file is set).",
         ),
         "interactions_file": Param(
-            None, type=["null", "string"], description="Your interactions file (csv/parquet)."
+            None,
+            type=["null", "string"],
+            description="Your interactions file, or a folder of csv/parquet files.",
         ),
         "items_file": Param(None, type=["null", "string"], description="Optional items file."),
         "users_file": Param(None, type=["null", "string"], description="Optional users file."),
+        "reviews_file": Param(None, type=["null", "string"], description="Optional reviews file."),
         "columns": Param(
             {},
             type="object",
@@ -213,6 +227,12 @@ def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
             description='Per-model Optuna trial budgets overriding n_trials, e.g. {"two_tower": 2}.',
         ),
         "auto_approve": Param(False, type="boolean", description="Skip the human approval gate."),
+        "drift_action": Param(
+            "warn",
+            type="string",
+            enum=["warn", "fail", "off"],
+            description="What a drift against the last accepted batch does: warn, fail the run, or nothing.",
+        ),
         "home": Param(None, type=["null", "string"], description="Override FUSIONREC_HOME."),
     },
 )

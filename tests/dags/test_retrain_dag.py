@@ -169,12 +169,14 @@ def test_param_defaults(dag) -> None:
         "interactions_file": None,
         "items_file": None,
         "users_file": None,
+        "reviews_file": None,
         "columns": {},
         "n_trials": 4,
         "models": ["ease", "itemknn", "ials", "two_tower"],
         "fusions": ["blend", "rrf", "stacking"],
         "model_trials": {},
         "auto_approve": False,
+        "drift_action": "warn",
         "home": None,
     }
 
@@ -195,6 +197,7 @@ def test_dag_defaults_are_the_config_defaults(retrain: ModuleType) -> None:
         ("auto_approve", "yes"),
         ("fusions", ["median"]),
         ("model_trials", {"ease": 0}),
+        ("drift_action", "explode"),
     ],
 )
 def test_params_reject_bad_input(dag, name: str, bad_value: object) -> None:
