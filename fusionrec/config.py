@@ -44,7 +44,9 @@ class SourceConfig:
         """A short label for logs and MLflow tags."""
         if self.interactions:
             path = Path(self.interactions)
-            return path.parent.name if path.name == "events" and path.parent.name else path.stem  # a shop folder
+            return (
+                path.parent.name if path.name == "events" and path.parent.name else path.stem
+            )  # a shop folder
         return self.dataset or "unknown"
 
 
