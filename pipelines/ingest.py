@@ -248,8 +248,6 @@ class _Writer:
         unknown = [] if table in _KEEP_EXTRA else extra
         self._note_dropped(table, personal, unknown, chunk.source_file)
         raw = raw.drop(columns=personal + unknown)
-        if self.key is not None and "user_id" in raw.columns:
-            raw["user_id"] = privacy.pseudonymise(_ids(raw["user_id"]), self.key)
 
         out: dict[str, Any] = {}
         problems: list[tuple[np.ndarray, str, str]] = []  # (bad mask, reason, column)
@@ -260,6 +258,8 @@ class _Writer:
             out[column] = values
             if bad is not None and bad.any():
                 problems.append((bad, reason, column))
+        if self.key is not None and "user_id" in out:  # after the checks, before anything keeps the raw id
+            out["user_id"] = raw["user_id"] = privacy.pseudonymise(out["user_id"], self.key)
         if table == INTERACTIONS:
             out.setdefault("event_type", pd.Series("rating" if "rating" in raw else "click", index=raw.index))
             for column in ("rating", "price", "quantity"):

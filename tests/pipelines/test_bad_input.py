@@ -48,6 +48,7 @@ ROWS: list[tuple[bytes | str, str | None]] = [
     (b"u8,i\xff1,2024-03-01T10:00:00Z,view,s8,1.0,1,,", "non-UTF-8 bytes"),
     ("u8,i1,2024-03-01T10:00:00Z,view," + "s" * 5000 + ",1.0,1,,", "session_id too long"),
     ('"u9","i1","2024-03-02T10:00:00Z","view","s9","1.0","1","",""', None),  # quoted fields are fine
+    ("u" * 300 + ",i1,2024-03-01T10:00:00Z,view,s8,1.0,1,,", "user_id too long"),  # checked before hashing
 ]
 ITEMS = "item_id,title,category,brand,price\ni1,Mug,Kitchen,Acme,9.99\ni2,Pan,Kitchen,Acme,19.5\ni3,Pot,Kitchen,,\n"
 USERS = "user_id,region,email,phone,full_name,address\nu1,EU,a@b.c,+4412345,Ann Smith,1 Road\n"
