@@ -30,7 +30,6 @@ import json
 import logging
 import math
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -42,6 +41,7 @@ import pandas as pd
 
 from fusionrec.config import RunConfig
 from pipelines.stage import StageInputError, StageResult
+from pipelines.stage import run_label as stage_run_label
 
 logger = logging.getLogger(__name__)
 
@@ -425,9 +425,8 @@ def reference_path(cfg: RunConfig) -> Path:
 
 
 def run_label(cfg: RunConfig) -> str:
-    """The run id made file-safe, or a UTC timestamp (as validate labels its GX folder)."""
-    label = cfg.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run"
+    """The run's file-safe label (validate fixes one per run, so GX, drift and the reference agree)."""
+    return stage_run_label(cfg.run_id)
 
 
 def check_drift(cfg: RunConfig, profile: BatchProfile) -> DriftResult:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,12 @@ class StageResult:
 def load_report(reports_dir: Path, stage: str) -> dict[str, Any] | None:
     path = reports_dir / f"{stage}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_label(run_id: str | None) -> str:
+    """A file-safe label of a run: the orchestrator's run id, else the current UTC time (to the microsecond)."""
+    label = run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run"
 
 
 class StageInputError(ValueError):

@@ -18,9 +18,9 @@ accepted + rejected = rows read, per table, always.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import re
 import shutil
 import time
 from collections import Counter
@@ -54,7 +54,7 @@ from pipelines.schema import (
     USERS,
     table_file,
 )
-from pipelines.stage import StageResult
+from pipelines.stage import StageResult, run_label
 
 if TYPE_CHECKING:  # GX takes ~5 s to import: only validate() pays for it, not every importer of this module
     from great_expectations.core.expectation_validation_result import ExpectationSuiteValidationResult
@@ -190,6 +190,7 @@ def validate(cfg: RunConfig) -> ValidationResult:
     from pipelines import drift
 
     started = time.perf_counter()
+    cfg = dataclasses.replace(cfg, run_id=run_label(cfg.run_id))  # one label for GX, drift and the reference
     _remove_outputs(cfg.paths.validated, cfg.paths.quarantine)  # a failed run must leave no stale tables
     present = _present_tables(cfg.paths.canonical)
     run_dir = _run_dir(cfg)
@@ -205,7 +206,7 @@ def validate(cfg: RunConfig) -> ValidationResult:
         if table not in present:
             continue
         tally, q_frames = gate.table(table, present[table], staged / table_file(table), profile)
-        ingest_rejects = _ingest_rejects(cfg, table)
+        ingest_rejects = _read_rejects(cfg.paths.canonical, table)
         tally.read += len(ingest_rejects)
         tally.rejected += len(ingest_rejects)
         tally.reasons.update(ingest_rejects["reason"])
@@ -217,9 +218,8 @@ def validate(cfg: RunConfig) -> ValidationResult:
     _write_quarantine(cfg.paths.quarantine, quarantine)
     _check_reject_share(tallies[INTERACTIONS], cfg.max_reject_share, cfg.paths.quarantine)
     drift_result = drift.check_drift(cfg, profile)
-    if staged.exists():
-        shutil.rmtree(cfg.paths.validated, ignore_errors=True)
-        staged.rename(cfg.paths.validated)
+    shutil.rmtree(cfg.paths.validated, ignore_errors=True)
+    staged.rename(cfg.paths.validated)
     drift.accept_reference(cfg, profile)
 
     result = ValidationResult(
@@ -443,14 +443,9 @@ def _read_rejects(canonical: Path, table: str) -> pd.DataFrame:
     )
 
 
-def _ingest_rejects(cfg: RunConfig, table: str) -> pd.DataFrame:
-    return _read_rejects(cfg.paths.canonical, table)
-
-
 def _run_dir(cfg: RunConfig) -> Path:
-    """``cfg.paths.gx / <run label>``, emptied: the run id (made folder-safe) or a UTC timestamp."""
-    label = cfg.run_id or datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    run_dir = cfg.paths.gx / (re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._") or "run")
+    """``cfg.paths.gx / <run label>``, emptied."""
+    run_dir = cfg.paths.gx / run_label(cfg.run_id)
     if run_dir.exists():  # a retried run replaces its own earlier attempt
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
