@@ -485,14 +485,14 @@ def bench_data(
     printing seconds and peak memory per stage and events per second."""
     from pipelines.bench_data import bench_data as run
 
-    home = Path(ctx.find_root().obj["home"])
-    folder = Path(workdir) if workdir else home / "bench" / f"data-{events}"
-    online = store or _config(ctx.find_root()).online_store
+    cfg = _config(ctx.find_root())
+    folder = Path(workdir) if workdir else cfg.home / "bench" / f"data-{events}"
+    online = store or cfg.online_store
 
     def go(_: RunConfig) -> Any:
         return run(events, folder, users, items, seed, online, keep)  # type: ignore[arg-type]
 
-    result = _call(go, _config(ctx.find_root()))
+    result = _call(go, cfg)
     document = result.to_dict()
     if json_out:
         Path(json_out).write_text(json.dumps(document, indent=2))
