@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,7 +27,7 @@ DOC_MD = """
 ### FusionRec retrain
 
 `ingest → validate → version_data → split → build_features → train → fuse_and_select → evaluate → register
-→ approval gate → promote`
+→ compare → approval gate → promote`
 
 * **ingest** – bundled dataset (`dataset` param) or your own files (`interactions_file`, wins when set) into
   canonical parquet tables.
@@ -36,9 +37,13 @@ DOC_MD = """
 * **train** – candidate models (`models` param) tuned with Optuna (`n_trials` per model), logged to MLflow.
 * **fuse_and_select / evaluate** – blend the candidates, pick the best on validation, score it on test.
 * **register** – registers the winner in MLflow with alias `challenger`.
+* **compare** – scores the challenger and the current champion on the same holdout (this run's test split);
+  the verdict is `better`, `within_tolerance`, `worse` (nDCG@k more than the tolerance below the champion's)
+  or `no_champion`.
 * **approval gate** – with `auto_approve=true` the challenger is approved by the DAG itself
   (`auto_approve` task). Otherwise `human_approval` waits (up to 7 days) for a reviewer; no answer counts as
-  *Reject*.
+  *Reject*. A `worse` challenger is refused (recorded as `approval.status=refused`, nothing is promoted)
+  unless the run's `force` param or the reviewer's *force* box is set.
 * **promote** – the approved challenger becomes `champion` and its recommendations go to the serving store.
   It runs only after an approval; a *Reject* is recorded on the model version (`record_approval`), promote
   is skipped and the challenger stays unpromoted.
@@ -46,10 +51,11 @@ DOC_MD = """
 Runs `@daily` (set `FUSIONREC_RETRAIN_SCHEDULE` for another cron/preset), one run at a time, no catch-up.
 
 #### How to approve
-* **UI**: open this run → task `human_approval` → *Required actions*, read the metrics, optionally write a
-  comment, press *Approve* or *Reject*.
+* **UI**: open this run → task `human_approval` → *Required actions*, read the challenger-vs-champion table,
+  optionally write a comment (and tick *force* to promote a worse challenger), press *Approve* or *Reject*.
 * **REST API**: `PATCH /api/v2/dags/fusionrec_retrain/dagRuns/{run_id}/taskInstances/human_approval/-1/hitlDetails`
-  with body `{"chosen_options": ["Approve"], "params_input": {"comment": "looks good"}}`.
+  with body `{"chosen_options": ["Approve"], "params_input": {"comment": "looks good", "force": false}}`
+  (`force` may be left out).
 * **No reviewer** (CI, scripted runs): trigger with `{"auto_approve": true}`. `airflow dags test` without it
   waits at `human_approval` until someone answers through the UI or REST API of an api-server on the same
   metadata DB.
@@ -60,9 +66,33 @@ APPROVAL_SUBJECT = (
 )
 
 # Rendered by Jinja at run time from the XComs of the earlier stages; shows whatever metrics they report.
+# Airflow renders with StrictUndefined: optional keys are read with .get().
 APPROVAL_BODY = """
 **Run** `{{ run_id }}` · dataset `{{ params.interactions_file or params.dataset }}` · models
 `{{ params.models | join(', ') }}`
+
+{% set cmp = ti.xcom_pull(task_ids='compare') or {} -%}
+#### Challenger vs champion on the same holdout (compare)
+{% if cmp.get('champion') -%}
+Challenger v{{ cmp.challenger_version }} vs champion v{{ cmp.champion_version }} on {{ cmp.test_users }} test users
+{%- if cmp.champion_cold_users %} ({{ cmp.champion_cold_users }} unknown to the champion){% endif %}:
+
+| metric | challenger | champion | difference |
+|---|---:|---:|---:|
+{% for metric, difference in cmp.difference.items() -%}
+{% set ours, theirs = cmp.challenger[metric], cmp.champion[metric] -%}
+| {{ metric }} | {{ '%.4f' | format(ours) }} | {{ '%.4f' | format(theirs) }} | {{ '%+.4f' | format(difference) }} |
+{% endfor %}
+{% elif cmp -%}
+No champion yet: challenger v{{ cmp.challenger_version }} scores {{ cmp.metric }}
+{{ '%.4f' | format(cmp.challenger[cmp.metric]) }} on {{ cmp.test_users }} test users.
+{% else -%}
+No comparison available.
+{% endif %}
+{%- if cmp %}
+**Verdict: {{ cmp.verdict }}** on {{ cmp.metric }} (tolerance {{ cmp.tolerance }}).
+{%- if cmp.verdict == 'worse' %} *Approve* is refused unless **force** is ticked (recorded as forced).{% endif %}
+{% endif %}
 
 #### Challenger (register)
 {% for key, value in (ti.xcom_pull(task_ids='register') or {}).items() -%}
@@ -136,6 +166,24 @@ def is_approval(decision: dict[str, Any]) -> bool:
     return (decision.get("chosen_options") or [None])[0] == APPROVE
 
 
+def force_requested(params: dict[str, Any] | None, decision: dict[str, Any] | None = None) -> bool:
+    """Whether a worse challenger may be promoted: the run's ``force`` param or the reviewer's ``force`` box."""
+    reviewer = ((decision or {}).get("params_input") or {}).get("force")
+    return bool((params or {}).get("force")) or bool(reviewer)
+
+
+class ApprovalGate(HITLOperator):
+    """The HITL form, accepting answers that name only some of its fields (e.g. just ``comment`` over the
+    REST API): the others keep their defaults. HITLOperator itself fails the task on such an answer."""
+
+    def validate_params_input(self, params_input: Mapping) -> None:
+        if unknown := set(params_input) - set(self.params):
+            raise ValueError(
+                f"params_input has unknown fields {sorted(unknown)}; the form has {sorted(self.params)}"
+            )
+        super().validate_params_input({**self.params.dump(), **params_input})
+
+
 def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusionrec.config.RunConfig
     from fusionrec.config import RunConfig
 
@@ -157,6 +205,7 @@ STAGES = (
     ("fuse_and_select", "pipelines.fuse:fuse_and_select"),
     ("evaluate", "pipelines.evaluate:evaluate"),
     ("register", "pipelines.register:register"),
+    ("compare", "pipelines.compare:compare"),
 )
 PROMOTE = "pipelines.promote:promote"
 
@@ -227,6 +276,12 @@ def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
             description='Per-model Optuna trial budgets overriding n_trials, e.g. {"two_tower": 2}.',
         ),
         "auto_approve": Param(False, type="boolean", description="Skip the human approval gate."),
+        "force": Param(
+            False,
+            type="boolean",
+            description="Let auto-approve or a reviewer promote a challenger worse than the champion on the "
+            "same holdout (beyond the tolerance); recorded as a forced approval.",
+        ),
         "drift_action": Param(
             "warn",
             type="string",
@@ -244,38 +299,51 @@ def fusionrec_retrain() -> None:
 
     @task(task_id=AUTO_APPROVE_TASK)
     def auto_approve(version: str, params: dict | None = None, run_id: str | None = None) -> dict:
-        from pipelines.approve import approve
+        """Approves the challenger; one worse than the champion (without ``force``) is refused: the refusal
+        is recorded on the model version and this task skips, so nothing is promoted."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from pipelines.approve import ApprovalRefused, approve
 
         cfg = _run_config(params, run_id)
-        return approve(
-            cfg, version, by="airflow:auto", comment="auto-approved by DAG param", auto=True
-        ).to_dict()
+        comment = "auto-approved by DAG param"
+        try:
+            return approve(
+                cfg, version, by="airflow:auto", comment=comment, auto=True, force=force_requested(params)
+            ).to_dict()
+        except ApprovalRefused as refused:
+            raise AirflowSkipException(f"nothing to promote: {refused}") from refused
 
     @task
     def record_approval(
         version: str, decision: dict, params: dict | None = None, run_id: str | None = None
     ) -> dict:
-        """Records the reviewer's decision on the model version; a Reject skips (so nothing is promoted)."""
+        """Records the reviewer's decision on the model version; a Reject, or an Approve of a challenger worse
+        than the champion without ``force`` (recorded as refused), skips, so nothing is promoted."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from pipelines.approve import approve, reject
+        from pipelines.approve import ApprovalRefused, approve, reject
 
         reviewer, comment = reviewer_and_comment(decision)
         cfg = _run_config(params, run_id)
         if is_approval(decision):
-            return approve(cfg, version, by=reviewer, comment=comment, auto=False).to_dict()
+            force = force_requested(params, decision)
+            try:
+                return approve(cfg, version, by=reviewer, comment=comment, auto=False, force=force).to_dict()
+            except ApprovalRefused as refused:
+                raise AirflowSkipException(f"nothing to promote: {refused}") from refused
         reject(cfg, version, by=reviewer, comment=comment)
         raise AirflowSkipException(f"version {version} rejected by {reviewer}: nothing to promote")
 
-    stages = [stage_task(task_id, target)() for task_id, target in STAGES]
-    chain(*stages)
-    registered = stages[-1]  # its result carries the challenger's model ``version``
+    stages = {task_id: stage_task(task_id, target)() for task_id, target in STAGES}
+    chain(*stages.values())
+    registered = stages["register"]  # its result carries the challenger's model ``version``
     branch = choose_approval_path()
-    registered >> branch
+    stages["compare"] >> branch
 
     # HITLOperator rather than ApprovalOperator: the latter skips its downstream on Reject, which would leave
     # the rejection unrecorded; here record_approval always sees the decision and records it in MLflow.
-    human_approval = HITLOperator(
+    human_approval = ApprovalGate(
         task_id=HUMAN_APPROVAL_TASK,
         subject=APPROVAL_SUBJECT,
         body=APPROVAL_BODY,
@@ -283,7 +351,12 @@ def fusionrec_retrain() -> None:
         defaults=[REJECT],  # applied by the scheduler when the response times out
         response_timeout=timedelta(days=7),
         params={
-            "comment": Param("", type="string", description="Why approve / reject (recorded in MLflow).")
+            "comment": Param("", type="string", description="Why approve / reject (recorded in MLflow)."),
+            "force": Param(
+                False,
+                type="boolean",
+                description="Approve even if the challenger is worse than the champion (recorded as forced).",
+            ),
         },
     )
     approved_by_dag = auto_approve(registered["version"])

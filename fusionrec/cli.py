@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -595,42 +596,20 @@ for _name, _target, _help in SIMPLE_STAGES:
     _add_stage_command(_name, _target, _help)
 
 
-def _add_decision_command(name: str, approved: bool) -> None:
-    verb = (
-        "Approve MODEL_VERSION (default: the challenger): it becomes the `champion`."
-        if approved
-        else ("Reject MODEL_VERSION (default: the challenger); the champion stays.")
-    )
-
-    @cli.command(name, help=verb)
-    @click.argument("model_version", required=False)
-    @click.option("--by", required=True, help="Reviewer name, recorded on the model version.")
-    @click.option("--comment", default="", help="Why.")
-    @json_option
-    @click.pass_context
-    def command(ctx: click.Context, model_version: str | None, by: str, comment: str, as_json: bool) -> None:
-        from pipelines.approve import decide
-
-        _run(
-            lambda cfg: decide(cfg, model_version, by, comment, auto=False, approved=approved),
-            _config(ctx),
-            as_json,
-        )
-
-
-_add_decision_command("approve", approved=True)
-_add_decision_command("reject", approved=False)
-
-
 @cli.command()
 @json_option
 @click.pass_context
 def rollback(ctx: click.Context, as_json: bool) -> None:
-    """Switch the serving store back to the previous version."""
+    """Switch the serving store back to the previous version (one atomic pointer swap)."""
     from serving.store import open_store
 
     def run_rollback(cfg: RunConfig) -> dict[str, Any]:
-        return {"live_version": open_store(cfg).rollback()}
+        start = time.perf_counter()
+        store = open_store(cfg)
+        previous = store.live_version()
+        live = store.rollback()
+        store.close()
+        return {"live_version": live, "was": previous, "seconds": round(time.perf_counter() - start, 4)}
 
     _run(run_rollback, _config(ctx), as_json)
 
@@ -653,17 +632,15 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 @click.pass_context
 def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
     """Top-k recommendations for USER_ID from the serving store (same answer as the HTTP API)."""
-    from serving.app import AnswerOut
-    from serving.store import open_store
+    from fastapi import HTTPException
+
+    from serving.app import recommend_once
 
     def answer(cfg: RunConfig) -> dict[str, Any]:
-        store = open_store(cfg)
-        if store.live_version() is None:
-            raise UserError("nothing promoted yet: run the pipeline (make demo) or `fusionrec promote`")
-        from pipelines.privacy import stored_user_id
-
-        answer = store.recommend(stored_user_id(user_id, cfg.pseudonymise), k)
-        return AnswerOut.model_validate(answer, from_attributes=True).model_dump() | {"user_id": user_id}
+        try:
+            return recommend_once(cfg, user_id, k)
+        except HTTPException as exc:
+            raise UserError(f"{exc.detail} (make demo, or fusionrec promote)") from exc
 
     payload = _call(answer, _config(ctx))
     if as_json:
@@ -674,7 +651,10 @@ def recommend(ctx: click.Context, user_id: str, k: int, as_json: bool) -> None:
         f"{'  (cold start: popular items)' if payload['cold_start'] else ''}"
     )
     for rank, item in enumerate(payload["items"], start=1):
-        click.echo(f"{rank:>3}. {item['item_id']:<12} {item['score']:.4f}")
+        why = item.get("explanation", {}).get("text", "")
+        click.echo(
+            f"{rank:>3}. {item['item_id']:<12} {item['score']:.4f}  {item['category'] or '':<14} {why}"
+        )
 
 
 @cli.command()
@@ -731,11 +711,17 @@ def run_all(ctx: click.Context, auto_approve: bool, **zoo: Any) -> None:
 
 
 def _add_command_modules() -> None:
+    from fusionrec.commands.approval import approve, compare, reject
     from fusionrec.commands.generate import generate
     from fusionrec.commands.lineage import lineage
+    from fusionrec.commands.monitor import monitor
 
     cli.add_command(generate)
     cli.add_command(lineage)
+    cli.add_command(approve)
+    cli.add_command(reject)
+    cli.add_command(compare)
+    cli.add_command(monitor)
 
 
 _add_command_modules()

@@ -101,6 +101,14 @@ class Paths:
         return self.home / "serving.db"
 
     @property
+    def events_db(self) -> Path:  # feedback events from the API (SQLite default; PostgreSQL via events_url)
+        return self.home / "events.db"
+
+    @property
+    def merch_rules(self) -> Path:  # merchandising rules the shop edits without a retrain
+        return self.home / "merch_rules.yaml"
+
+    @property
     def dvc_remote(self) -> Path:
         return self.home / "dvc-remote"
 
@@ -122,6 +130,7 @@ ENV_SWITCHES = {
     "FUSIONREC_ONLINE_STORE": "online_store",
     "FUSIONREC_SERVING_STORE": "serving_store",
     "FUSIONREC_REDIS_URL": "redis_url",
+    "FUSIONREC_EVENTS_URL": "events_url",
     "MLFLOW_TRACKING_URI": "mlflow_tracking_uri",
     "FUSIONREC_OPTUNA_STORAGE": "optuna_storage",
     "FUSIONREC_PSEUDONYMISE": "pseudonymise",  # "false" keeps raw user ids (data that is already pseudonymous)
@@ -159,6 +168,9 @@ class RunConfig:
     online_store: StoreKind = "sqlite"  # Feast online store
     serving_store: StoreKind = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    events_url: str | None = None  # PostgreSQL URL for feedback events; None: SQLite file in home
+    use_feedback: bool = True  # the next ingest appends the API's click/cart/purchase feedback events
+    approval_tolerance: float = 0.01  # a challenger this much worse (nDCG) than the champion is refused
     mlflow_tracking_uri: str | None = None  # None: SQLite file in home
     experiment: str = "fusionrec"
     run_id: str | None = None  # orchestrator run id (Airflow run_id), tagged on MLflow runs

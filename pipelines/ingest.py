@@ -10,16 +10,27 @@ Ingest types values; it does not judge them: nulls, ranges, unknown event types 
 the validation gate's (pipelines/validate.py), which also merges these rejects into the quarantine. User ids
 are pseudonymised here and columns of direct personal data dropped (pipelines/privacy.py), so nothing after
 this stage — quarantine included — sees either.
+
+Feedback: with ``cfg.use_feedback`` (default) the click, cart and purchase events the API stored
+(serving/events.py: SQLite ``cfg.paths.events_db`` or PostgreSQL ``cfg.events_url``) are appended to the
+interactions after the source, so the next retrain learns from them. Impressions and dismissals are not
+interactions and stay out. Their user ids are already stored ids (pseudonymised by the API exactly like
+here) and are kept as they are. A purchase's price is its order value per unit (a missing quantity counts
+as one unit). Feedback on an item the catalogue does not know (items table, or without one the source's
+interactions) is rejected here as "unknown item_id": the shop's client can name any id. Their
+``source_file`` is ``feedback:<events db>``, ``source_row`` their 1-based position in the store (oldest
+first). No events store yet: nothing is appended.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +75,10 @@ class IngestResult(StageResult):
     output: str  # folder of the canonical tables
     seconds: float
     rows_per_second: float
+    # Feedback events appended to the interactions (also counted in rows_read/rows/rejected above).
+    feedback_rows: int = 0  # written to the canonical interactions
+    feedback_rejected: int = 0  # rejected at ingestion (e.g. unknown item_id)
+    feedback_source: str | None = None  # "feedback:<events db>", None when no events store was read
 
 
 # Canonical column -> how its values are typed. Tables with ``keep_extra`` keep other columns as text.
@@ -115,9 +130,12 @@ def ingest(cfg: RunConfig, progress: bool | None = None) -> IngestResult:
     for table in TABLES:  # a re-run must not leave an earlier source's tables behind
         (out / table_file(table)).unlink(missing_ok=True)
         (out / REJECTED_DIR / table_file(table)).unlink(missing_ok=True)
-    writer = _Writer(cfg, progress)
+    feedback = load_feedback(cfg) if cfg.use_feedback else None  # first: an unreachable store fails fast
+    writer = _Writer(cfg, progress, feedback=feedback)
     try:
         for table, chunks in _sources(src):
+            if table == INTERACTIONS and feedback is not None and len(feedback.events):
+                chunks = itertools.chain(chunks, feedback.chunks())
             writer.write_table(table, chunks)
     except SourceFileError as exc:
         raise IngestError(str(exc)) from exc
@@ -134,11 +152,19 @@ def ingest(cfg: RunConfig, progress: bool | None = None) -> IngestResult:
         output=str(out),
         seconds=round(seconds, 3),
         rows_per_second=round(read / seconds, 1) if seconds else 0.0,
+        feedback_rows=writer.feedback_rows,
+        feedback_rejected=writer.feedback_rejected,
+        feedback_source=feedback.label if feedback is not None else None,
     )
     log.info(
         "ingested %s: %s rows read, %s written, %s rejected at ingestion in %.1fs (%.0f rows/s) -> %s",
         src.name, writer.rows_read, writer.rows, writer.rejected, seconds, result.rows_per_second, out,
     )  # fmt: skip
+    if feedback is not None:
+        log.info(
+            "ingest feedback from %s: %d click/cart/purchase events appended, %d rejected",
+            feedback.label, writer.feedback_rows, writer.feedback_rejected,
+        )  # fmt: skip
     result.save(cfg.paths.reports, "ingest")
     return result
 
@@ -179,7 +205,7 @@ def _sources(src: SourceConfig) -> Iterator[tuple[str, Iterator[RawChunk]]]:
 class _Writer:
     """Types chunks into canonical tables, writes them, and collects rejects and counts."""
 
-    def __init__(self, cfg: RunConfig, progress: bool | None) -> None:
+    def __init__(self, cfg: RunConfig, progress: bool | None, feedback: Feedback | None = None) -> None:
         self.cfg = cfg
         self.src = cfg.source
         self.key = privacy.pseudonym_key() if cfg.pseudonymise else None
@@ -189,6 +215,11 @@ class _Writer:
         self.rejected: dict[str, int] = {}
         self.reasons: Counter[str] = Counter()
         self.dropped: dict[str, list[str]] = {}
+        # Item ids written per table, collected only when feedback events will need the catalogue.
+        self.collect_items = feedback is not None and len(feedback.events) > 0
+        self.item_ids: dict[str, set[str]] = {}
+        self.feedback_rows = 0
+        self.feedback_rejected = 0
 
     def write_table(self, table: str, chunks: Iterator[RawChunk]) -> None:
         import pyarrow as pa
@@ -202,10 +233,19 @@ class _Writer:
         bar = tqdm(desc=f"ingest {table}", unit=" rows", unit_scale=True, disable=not show, mininterval=0.5)
         checked: set[str] = set()
         for chunk in chunks:
-            if chunk.source_file not in checked:  # whole-file problems: once per file
-                self._check_columns(table, chunk)
-                checked.add(chunk.source_file)
-            frame, chunk_rejects = self.typed(table, chunk)
+            if isinstance(chunk, FeedbackChunk):
+                frame, chunk_rejects = self.feedback_typed(chunk)
+                self.feedback_rows += len(frame)
+                self.feedback_rejected += len(chunk_rejects)
+            else:
+                if chunk.source_file not in checked:  # whole-file problems: once per file
+                    self._check_columns(table, chunk)
+                    checked.add(chunk.source_file)
+                frame, chunk_rejects = self.typed(table, chunk)
+                if self.collect_items and (
+                    table == ITEMS or (table == INTERACTIONS and ITEMS not in self.rows)
+                ):
+                    self.item_ids.setdefault(table, set()).update(pd.unique(frame["item_id"].dropna()))
             rejects += chunk_rejects
             self.rows_read[table] = self.rows_read.get(table, 0) + chunk.rows_read
             self.rows[table] = self.rows.get(table, 0) + len(frame)
@@ -271,27 +311,51 @@ class _Writer:
         if table == INTERACTIONS:
             frame = frame[list(INTERACTION_COLUMNS)]
 
-        rejects = list(chunk.rejects)
-        if problems:
-            bad_any = np.zeros(len(frame), dtype=bool)
-            reasons: dict[int, list[tuple[str, str]]] = {}
-            for bad, reason, column in problems:
-                bad_any |= bad
-                for pos in np.flatnonzero(bad):
-                    reasons.setdefault(int(pos), []).append((reason, column))
-            for pos, found in sorted(reasons.items()):
-                original = raw.iloc[pos].to_dict()
-                rejects.append(
-                    Reject(
-                        source_file=str(frame["source_file"].iloc[pos]),
-                        source_row=int(chunk.rows[pos]),
-                        reason=found[0][0],
-                        original=json.dumps(original, default=str, ensure_ascii=False),
-                        detail="; ".join(f"{c}: {_short(raw[c].iloc[pos])}" for _, c in found),
-                    )
-                )
-            frame = frame[~bad_any]
-        return frame.reset_index(drop=True), rejects
+        frame, rejects = _drop_problems(frame, raw, problems)
+        return frame, list(chunk.rejects) + rejects
+
+    def feedback_typed(self, chunk: FeedbackChunk) -> tuple[pd.DataFrame, list[Reject]]:
+        """Canonical interactions of a chunk of feedback events (stored user ids kept as they are) and the
+        events rejected: over-long ids, items the catalogue does not know."""
+        events = chunk.frame
+        users, items = _ids(events["user_id"]), _ids(events["item_id"])
+        quantity = events["quantity"].astype("float64")
+        units = quantity.fillna(1.0).where(quantity.isna() | (quantity > 0))  # no quantity: one unit
+        purchase = events["event_type"].eq("purchase")
+        price = (events["order_value"].astype("float64") / units).where(purchase)
+        nan = pd.Series(np.nan, index=events.index, dtype="float64")
+        frame = pd.DataFrame(
+            {
+                "user_id": users,
+                "item_id": items,
+                "rating": nan,
+                "timestamp": events["timestamp"].astype("datetime64[ns, UTC]"),
+                "event_type": events["event_type"].map(FEEDBACK_EVENT_TYPES).astype(object),
+                "session_id": pd.Series(None, index=events.index, dtype=object),
+                "price": price,
+                "quantity": quantity,
+                "source_file": chunk.source_file,
+                "source_row": chunk.rows,
+            }
+        )
+        catalogue, where = self._catalogue()
+        unknown = (~items.isin(catalogue) & items.notna()).to_numpy()
+        problems = [
+            (_too_long(users, MAX_ID_CHARS), "user_id too long", "user_id"),
+            (_too_long(items, MAX_ID_CHARS), "item_id too long", "item_id"),
+            (unknown, "unknown item_id", "item_id"),
+        ]
+        frame, rejects = _drop_problems(frame, events, problems)
+        for reject in rejects:
+            if reject.reason == "unknown item_id":
+                reject.detail += f" not in {where}"
+        return frame, rejects
+
+    def _catalogue(self) -> tuple[set[str], str]:
+        """The item ids feedback may name, and where they come from."""
+        if ITEMS in self.rows:
+            return self.item_ids.get(ITEMS, set()), "the items table"
+        return self.item_ids.get(INTERACTIONS, set()), "the source's interactions (no items table)"
 
     def _note_dropped(self, table: str, personal: list[str], unknown: list[str], file: str) -> None:
         known = self.dropped.setdefault(table, [])
@@ -330,6 +394,84 @@ def _renames(src: SourceConfig, table: str) -> dict[str, str]:
     else:
         pairs = {src.user_col: "user_id", src.item_col: "item_id"}
     return {s: c for s, c in pairs.items() if s != c}
+
+
+def _drop_problems(
+    frame: pd.DataFrame, raw: pd.DataFrame, problems: list[tuple[np.ndarray, str, str]]
+) -> tuple[pd.DataFrame, list[Reject]]:
+    """``frame`` without the rows flagged in ``problems`` ((bad mask, reason, column)), and those rows as
+    rejects: the first reason, the offending values as detail and the row of ``raw`` as original."""
+    bad_any = np.zeros(len(frame), dtype=bool)
+    reasons: dict[int, list[tuple[str, str]]] = {}
+    for bad, reason, column in problems:
+        if bad is None or not bad.any():
+            continue
+        bad_any |= bad
+        for pos in np.flatnonzero(bad):
+            reasons.setdefault(int(pos), []).append((reason, column))
+    rejects = [
+        Reject(
+            source_file=str(frame["source_file"].iloc[pos]),
+            source_row=int(frame["source_row"].iloc[pos]),
+            reason=found[0][0],
+            original=json.dumps(raw.iloc[pos].to_dict(), default=str, ensure_ascii=False),
+            detail="; ".join(f"{c}: {_short(raw[c].iloc[pos])}" for _, c in found),
+        )
+        for pos, found in sorted(reasons.items())
+    ]
+    if reasons:
+        frame = frame[~bad_any]
+    return frame.reset_index(drop=True), rejects
+
+
+# ---------------------------------------------------------------- feedback events
+
+FEEDBACK_EVENT_TYPES = {"click": "click", "cart": "cart", "purchase": "purchase"}  # feedback -> canonical
+
+
+class FeedbackChunk(RawChunk):
+    """Feedback events (the event store's columns, serving/events.py), typed by ``_Writer.feedback_typed``."""
+
+
+@dataclass
+class Feedback:
+    """The event store's click, cart and purchase events, oldest first."""
+
+    label: str  # source_file of their rows: "feedback:<events db>"
+    events: pd.DataFrame  # EventStore.frame() columns
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype="int64"))  # 1-based store position
+
+    def chunks(self, chunk_rows: int = CHUNK_ROWS) -> Iterator[FeedbackChunk]:
+        for start in range(0, len(self.events), chunk_rows):
+            part = self.events.iloc[start : start + chunk_rows].reset_index(drop=True)
+            yield FeedbackChunk(self.label, part, self.rows[start : start + chunk_rows])
+
+
+def load_feedback(cfg: RunConfig) -> Feedback | None:
+    """The feedback events to append, or None when there is no events store (no SQLite file yet)."""
+    from serving.events import EventStoreError, open_event_store
+
+    if not cfg.events_url and not cfg.paths.events_db.exists():
+        return None
+    try:
+        store = open_event_store(cfg)
+    except EventStoreError as exc:
+        raise IngestError(str(exc)) from exc
+    try:
+        events = store.frame()
+    finally:
+        store.close()
+    keep = events["event_type"].isin(list(FEEDBACK_EVENT_TYPES)).to_numpy()
+    rows = np.flatnonzero(keep).astype("int64") + 1
+    return Feedback(feedback_label(cfg), events[keep].reset_index(drop=True), rows)
+
+
+def feedback_label(cfg: RunConfig) -> str:
+    """``feedback:<SQLite file>`` or ``feedback:postgresql://host/db`` (never a password)."""
+    if not cfg.events_url:
+        return f"feedback:{cfg.paths.events_db}"
+    scheme, _, rest = cfg.events_url.partition("://")
+    return f"feedback:{scheme}://{rest.split('@')[-1].split('?')[0]}"
 
 
 # ---------------------------------------------------------------- typing values

@@ -10,12 +10,16 @@ from fusionrec.config import RunConfig
 log = logging.getLogger(__name__)
 
 
-def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
-    """validate -> version -> split -> features -> train -> fuse -> evaluate -> register -> (approve) -> promote.
+def run_pipeline(cfg: RunConfig, force: bool = False) -> dict[str, Any]:
+    """validate -> version -> split -> features -> train -> fuse -> evaluate -> register -> compare
+    -> (approve) -> promote.
 
-    Without ``cfg.auto_approve`` the run stops after registering the challenger, awaiting a reviewer.
+    Without ``cfg.auto_approve`` the run stops after comparing the challenger with the champion, awaiting a
+    reviewer. An auto-approval of a challenger worse than the champion is refused (recorded, nothing is
+    promoted) unless ``force``.
     """
-    from pipelines.approve import approve
+    from pipelines.approve import ApprovalRefused, approve
+    from pipelines.compare import compare
     from pipelines.evaluate import evaluate
     from pipelines.features import build_features
     from pipelines.fuse import fuse_and_select
@@ -40,6 +44,7 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
         summary[name] = stage(cfg).to_dict()
     registered = register(cfg)
     summary["register"] = registered.to_dict()
+    summary["compare"] = compare(cfg, registered.version).to_dict()
     if not cfg.auto_approve:
         log.info(
             "version %s awaits approval: fusionrec approve %s --by NAME",
@@ -47,8 +52,12 @@ def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
             registered.version,
         )
         return summary
-    summary["approve"] = approve(
-        cfg, registered.version, by="cli:auto", comment="auto-approve", auto=True
-    ).to_dict()
+    try:
+        summary["approve"] = approve(
+            cfg, registered.version, by="cli:auto", comment="auto-approve", auto=True, force=force
+        ).to_dict()
+    except ApprovalRefused as refused:
+        summary["approve"] = {"status": "refused", "version": refused.version, "reason": str(refused)}
+        return summary
     summary["promote"] = promote(cfg).to_dict()
     return summary

@@ -11,6 +11,7 @@ Two backends share the contract: embedded SQLite (default, one file in ``cfg.pat
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -30,7 +31,8 @@ from fusionrec.config import RunConfig
 DEFAULT_KEEP = 3
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
 
-RankedList = Sequence[tuple[str, float]]
+# (item, score) or (item, score, anchor): the anchor is the user's history item that explains the pick.
+RankedList = Sequence[tuple[str, float] | tuple[str, float, str | None]]
 
 
 @dataclass
@@ -46,6 +48,15 @@ class Answer:
     user_id: str
     items: list[Recommendation]
     model_version: str
+    cold_start: bool
+
+
+@dataclass
+class Candidates:
+    """One user's stored list, still encoded: the API decodes and re-ranks it (see ``decode_list``)."""
+
+    version: str
+    payload: str  # JSON [[item, score(, anchor)], ...]
     cold_start: bool
 
 
@@ -72,6 +83,7 @@ class ServingStore(Protocol):
         recs: Mapping[str, RankedList],
         fallback: RankedList,
         meta: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
     ) -> None: ...
 
     def live_version(self) -> str | None: ...
@@ -82,23 +94,38 @@ class ServingStore(Protocol):
 
     def rollback(self) -> str: ...
 
+    def activate(self, version: str) -> None: ...
+
     def recommend(self, user_id: str, k: int) -> Answer: ...
 
     def meta(self, version: str | None = None) -> dict[str, Any]: ...
 
+    def candidates(self, user_id: str, version: str | None = None) -> Candidates: ...
+
+    def context(self, version: str) -> dict[str, Any]: ...
+
+    def get_setting(self, name: str) -> str | None: ...
+
+    def put_setting(self, name: str, value: str) -> None: ...
+
     def close(self) -> None: ...
 
 
-def open_store(cfg: RunConfig, *, keep: int = DEFAULT_KEEP, redis_prefix: str | None = None) -> ServingStore:
+def open_store(
+    cfg: RunConfig, *, keep: int = DEFAULT_KEEP, redis_prefix: str | None = None, timeout: float = 10.0
+) -> ServingStore:
     """Open the backend named by ``cfg.serving_store``: ``"sqlite"`` (``cfg.paths.serving_db``) or ``"redis"``.
 
     ``redis_prefix`` namespaces the Redis keys; by default it is derived from ``cfg.home`` so two homes (e.g.
-    parallel test runs) never share keys.
+    parallel test runs) never share keys. ``timeout`` bounds each Redis call (the API uses a short one so it
+    can fall back quickly when Redis is down).
     """
     if cfg.serving_store == "sqlite":
         return SQLiteServingStore(cfg.paths.serving_db, keep=keep)
     if cfg.serving_store == "redis":
-        return RedisServingStore(cfg.redis_url, prefix=redis_prefix or default_redis_prefix(cfg), keep=keep)
+        return RedisServingStore(
+            cfg.redis_url, prefix=redis_prefix or default_redis_prefix(cfg), keep=keep, timeout=timeout
+        )
     raise ServingStoreError(f"unknown serving_store {cfg.serving_store!r}; expected 'sqlite' or 'redis'")
 
 
@@ -111,12 +138,15 @@ def default_redis_prefix(cfg: RunConfig) -> str:
 
 
 def _encode_list(items: RankedList) -> str:
-    """Compact JSON ``[["item", score], ...]``; numpy scalars become plain Python values."""
-    return json.dumps([[str(i), float(s)] for i, s in items], separators=(",", ":"))
+    """Compact JSON ``[["item", score(, anchor)], ...]``; numpy scalars become plain Python values."""
+    return json.dumps(
+        [[str(e[0]), float(e[1]), *([e[2]] if len(e) > 2 and e[2] is not None else [])] for e in items],
+        separators=(",", ":"),
+    )
 
 
 def _decode_answer(user_id: str, version: str, payload: str, k: int, cold_start: bool) -> Answer:
-    items = [Recommendation(item_id=i, score=s) for i, s in json.loads(payload)[:k]]
+    items = [Recommendation(item_id=e[0], score=e[1]) for e in json.loads(payload)[:k]]
     return Answer(user_id=user_id, items=items, model_version=version, cold_start=cold_start)
 
 
@@ -154,7 +184,8 @@ CREATE TABLE IF NOT EXISTS versions (
     created_at TEXT NOT NULL,
     meta TEXT NOT NULL,
     fallback TEXT NOT NULL,
-    n_users INTEGER NOT NULL
+    n_users INTEGER NOT NULL,
+    context TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS recs (
     version TEXT NOT NULL,
@@ -168,6 +199,7 @@ CREATE TABLE IF NOT EXISTS pointer (
     previous TEXT
 );
 INSERT OR IGNORE INTO pointer (id, live, previous) VALUES (1, NULL, NULL);
+CREATE TABLE IF NOT EXISTS settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
@@ -190,7 +222,12 @@ class SQLiteServingStore:
         self._all_conns: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         # Each statement is idempotent, so concurrent openers (API + pipeline) may all run it.
-        self._conn().executescript(_SQLITE_SCHEMA)
+        conn = self._conn()
+        conn.executescript(_SQLITE_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
+        if "context" not in columns:  # a store written before versions carried a context
+            with contextlib.suppress(sqlite3.OperationalError):  # another opener added it first
+                conn.execute("ALTER TABLE versions ADD COLUMN context TEXT NOT NULL DEFAULT '{}'")
 
     # connections and transactions
 
@@ -240,6 +277,7 @@ class SQLiteServingStore:
         recs: Mapping[str, RankedList],
         fallback: RankedList,
         meta: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
     ) -> None:
         """Write the version and move the pointer in one transaction; prune versions beyond ``keep``."""
         _check_publish_args(version, fallback)
@@ -248,8 +286,16 @@ class SQLiteServingStore:
             if conn.execute("SELECT 1 FROM versions WHERE version = ?", (version,)).fetchone():
                 raise ServingStoreError(f"version {version!r} is already published; versions are immutable")
             conn.execute(
-                "INSERT INTO versions (version, created_at, meta, fallback, n_users) VALUES (?, ?, ?, ?, ?)",
-                (version, _now(), _encode_meta(meta), _encode_list(fallback), len(rows)),
+                "INSERT INTO versions (version, created_at, meta, fallback, n_users, context) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    version,
+                    _now(),
+                    _encode_meta(meta),
+                    _encode_list(fallback),
+                    len(rows),
+                    _encode_meta(context or {}),
+                ),
             )
             conn.executemany("INSERT INTO recs (version, user_id, items) VALUES (?, ?, ?)", rows)
             live, _ = self._pointer(conn)
@@ -324,6 +370,48 @@ class SQLiteServingStore:
                 return _decode_answer(user_id, live, row[0], k, cold_start=True)
         return _decode_answer(user_id, live, row[0], k, cold_start=False)
 
+    def activate(self, version: str) -> None:
+        """Make a kept ``version`` live (the current live becomes previous): a re-promotion without a write."""
+        with self._write() as conn:
+            if not conn.execute("SELECT 1 FROM versions WHERE version = ?", (version,)).fetchone():
+                raise ServingStoreError(f"unknown version {version!r}")
+            live, previous = self._pointer(conn)
+            if version != live:
+                conn.execute("UPDATE pointer SET live = ?, previous = ? WHERE id = 1", (version, live))
+
+    def candidates(self, user_id: str, version: str | None = None) -> Candidates:
+        """The stored list of ``user_id`` in ``version`` (default: live), or the version's fallback."""
+        with self._read() as conn:
+            version = version or self._pointer(conn)[0]
+            if version is None:
+                raise NoLiveVersionError("no model version has been promoted to the serving store yet")
+            row = conn.execute(
+                "SELECT items FROM recs WHERE version = ? AND user_id = ?", (version, user_id)
+            ).fetchone()
+            if row is not None:
+                return Candidates(version, row[0], cold_start=False)
+            row = conn.execute("SELECT fallback FROM versions WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise ServingStoreError(f"unknown version {version!r}")
+        return Candidates(version, row[0], cold_start=True)
+
+    def context(self, version: str) -> dict[str, Any]:
+        """The context (catalogue, popular per category, neighbours) published with ``version``."""
+        with self._read() as conn:
+            row = conn.execute("SELECT context FROM versions WHERE version = ?", (version,)).fetchone()
+        if row is None:
+            raise ServingStoreError(f"unknown version {version!r}")
+        return json.loads(row[0])
+
+    def get_setting(self, name: str) -> str | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = ?", (name,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_setting(self, name: str, value: str) -> None:
+        with self._write() as conn:
+            conn.execute("INSERT OR REPLACE INTO settings (name, value) VALUES (?, ?)", (name, value))
+
     def meta(self, version: str | None = None) -> dict[str, Any]:
         """The meta dict published with ``version`` (default: the live one)."""
         with self._read() as conn:
@@ -352,7 +440,8 @@ class SQLiteServingStore:
 # Pointer + list in one atomic script: a reader can never see a pointer whose version is mid-prune.
 _READ_LUA = """
 local p = ARGV[1]
-local live = redis.call('HGET', p .. ':pointer', 'live')
+local live = ARGV[3]
+if live == '' then live = redis.call('HGET', p .. ':pointer', 'live') end
 if not live then return false end
 local items = redis.call('HGET', p .. ':v:' .. live .. ':recs', ARGV[2])
 if items then return {live, items, 0} end
@@ -402,6 +491,21 @@ return prev
 """
 
 
+_ACTIVATE_LUA = """
+local p, v = ARGV[1], ARGV[2]
+local pkey = p .. ':pointer'
+if not redis.call('ZSCORE', p .. ':versions', v) then
+  return redis.error_reply('unknown version ' .. v)
+end
+local live = redis.call('HGET', pkey, 'live')
+if live ~= v then
+  redis.call('HSET', pkey, 'live', v)
+  if live then redis.call('HSET', pkey, 'previous', live) end
+end
+return v
+"""
+
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -428,7 +532,7 @@ class RedisServingStore:
 
     kind = "redis"
 
-    def __init__(self, url: str, prefix: str, keep: int = DEFAULT_KEEP) -> None:
+    def __init__(self, url: str, prefix: str, keep: int = DEFAULT_KEEP, timeout: float = 10.0) -> None:
         import redis  # imported here so the SQLite path never needs the client
 
         if keep < 1:
@@ -437,10 +541,13 @@ class RedisServingStore:
         self.keep = keep
         parts = urlsplit(url)
         self.address = (parts.hostname or "localhost", parts.port or 6379)
-        self._redis = redis.Redis.from_url(url, decode_responses=True, socket_timeout=10)
+        self._redis = redis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
         self._read_script = self._redis.register_script(_READ_LUA)
         self._swap_script = self._redis.register_script(_SWAP_LUA)
         self._rollback_script = self._redis.register_script(_ROLLBACK_LUA)
+        self._activate_script = self._redis.register_script(_ACTIVATE_LUA)
 
     def _key(self, *parts: str) -> str:
         return ":".join((self.prefix, *parts))
@@ -455,6 +562,7 @@ class RedisServingStore:
         recs: Mapping[str, RankedList],
         fallback: RankedList,
         meta: Mapping[str, Any],
+        context: Mapping[str, Any] | None = None,
         chunk: int = 1000,
     ) -> None:
         """Write the version's keys (pipelined), then register it and swap the pointer in one Lua call."""
@@ -468,7 +576,12 @@ class RedisServingStore:
         names = list(rows)
         for start in range(0, len(names), chunk):
             pipe.hset(recs_key, mapping={u: rows[u] for u in names[start : start + chunk]})
-        info = {"created_at": _now(), "meta": _encode_meta(meta), "fallback": _encode_list(fallback)}
+        info = {
+            "created_at": _now(),
+            "meta": _encode_meta(meta),
+            "fallback": _encode_list(fallback),
+            "context": _encode_meta(context or {}),
+        }
         pipe.hset(info_key, mapping={**info, "n_users": len(rows)})
         pipe.execute()
         self._run(self._swap_script, version, self.keep)
@@ -519,11 +632,40 @@ class RedisServingStore:
     def recommend(self, user_id: str, k: int) -> Answer:
         """Top-``k`` of the live version for ``user_id``; unknown users get the fallback (``cold_start``)."""
         _check_k(k)
-        found = self._run(self._read_script, user_id)
+        found = self.candidates(user_id)
+        return _decode_answer(user_id, found.version, found.payload, k, cold_start=found.cold_start)
+
+    @_redis_errors
+    def activate(self, version: str) -> None:
+        """Make a kept ``version`` live (the current live becomes previous), atomically."""
+        self._run(self._activate_script, version)
+
+    @_redis_errors
+    def candidates(self, user_id: str, version: str | None = None) -> Candidates:
+        """The stored list of ``user_id`` in ``version`` (default: live), or the version's fallback."""
+        found = self._run(self._read_script, user_id, version or "")
         if not found:
             raise NoLiveVersionError("no model version has been promoted to the serving store yet")
-        live, payload, cold = found
-        return _decode_answer(user_id, live, payload, k, cold_start=bool(cold))
+        name, payload, cold = found
+        if payload is None:
+            raise ServingStoreError(f"unknown version {name!r}")
+        return Candidates(name, payload, cold_start=bool(cold))
+
+    @_redis_errors
+    def context(self, version: str) -> dict[str, Any]:
+        """The context (catalogue, popular per category, neighbours) published with ``version``."""
+        raw = self._redis.hget(self._version_keys(version)[1], "context")
+        if raw is None:
+            raise ServingStoreError(f"unknown version {version!r}")
+        return json.loads(raw)
+
+    @_redis_errors
+    def get_setting(self, name: str) -> str | None:
+        return self._redis.hget(self._key("settings"), name)
+
+    @_redis_errors
+    def put_setting(self, name: str, value: str) -> None:
+        self._redis.hset(self._key("settings"), name, value)
 
     @_redis_errors
     def meta(self, version: str | None = None) -> dict[str, Any]:

@@ -119,7 +119,7 @@ def test_dataset_and_file_are_exclusive(tmp_path: Path) -> None:
 
 def test_recommend_before_promotion_is_a_clear_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--home", str(tmp_path), "recommend", "1"])
-    assert result.exit_code == 1 and "nothing promoted yet" in result.output
+    assert result.exit_code == 1 and "no model version has been promoted" in result.output
 
 
 @pytest.mark.parametrize(

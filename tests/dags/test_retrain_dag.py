@@ -5,6 +5,7 @@ Fast: nothing here runs a stage. The end-to-end ``airflow dags test`` run is an 
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -30,6 +31,7 @@ STAGES = [
     "fuse_and_select",
     "evaluate",
     "register",
+    "compare",
 ]
 GATE = ["choose_approval_path", "auto_approve", "human_approval", "record_approval", "promote"]
 # Must never be imported while the dag-processor parses the DAG file.
@@ -115,7 +117,7 @@ def test_approval_gate_wiring(dag) -> None:
     def upstream(task_id: str) -> set[str]:
         return dag.get_task(task_id).upstream_task_ids
 
-    assert upstream("choose_approval_path") == {"register"}
+    assert upstream("choose_approval_path") == {"compare"}  # the reviewer sees the comparison
     assert dag.get_task("choose_approval_path").downstream_task_ids == {"auto_approve", "human_approval"}
     assert upstream("human_approval") == {"choose_approval_path"}
     assert upstream("auto_approve") == {"choose_approval_path", "register"}  # register: the version XCom
@@ -135,10 +137,22 @@ def test_human_approval_operator(dag) -> None:
     assert gate.options == ["Approve", "Reject"] and not gate.multiple
     assert gate.response_timeout == timedelta(days=7)
     assert gate.defaults == ["Reject"]  # an unanswered request never promotes
-    assert "comment" in gate.serialized_params
+    assert set(gate.serialized_params) == {"comment", "force"}
+    assert gate.params.dump() == {"comment": "", "force": False}
     assert "xcom_pull(task_ids='register')['version']" in gate.subject
-    for stage in ("register", "fuse_and_select", "evaluate"):
+    for stage in ("register", "fuse_and_select", "evaluate", "compare"):
         assert f"xcom_pull(task_ids='{stage}')" in gate.body
+
+
+def test_approval_form_accepts_answers_naming_some_fields(dag) -> None:
+    """A REST answer with only ``comment`` keeps ``force`` at its default; an unknown field is an error."""
+    gate = copy.deepcopy(dag.get_task("human_approval"))
+    gate.validate_params_input({"comment": "ok"})
+    assert gate.params.dump() == {"comment": "ok", "force": False}
+    gate.validate_params_input({"comment": "worse, but needed", "force": True})
+    assert gate.params.dump() == {"comment": "worse, but needed", "force": True}
+    with pytest.raises(ValueError, match="unknown fields"):
+        gate.validate_params_input({"comment": "ok", "forse": True})
 
 
 def test_approval_templates_are_valid_jinja(retrain: ModuleType) -> None:
@@ -176,6 +190,7 @@ def test_param_defaults(dag) -> None:
         "fusions": ["blend", "rrf", "stacking"],
         "model_trials": {},
         "auto_approve": False,
+        "force": False,
         "drift_action": "warn",
         "home": None,
     }
@@ -195,6 +210,7 @@ def test_dag_defaults_are_the_config_defaults(retrain: ModuleType) -> None:
         ("models", []),
         ("models", "ease"),
         ("auto_approve", "yes"),
+        ("force", "yes"),
         ("fusions", ["median"]),
         ("model_trials", {"ease": 0}),
         ("drift_action", "explode"),
@@ -274,6 +290,136 @@ def test_reviewer_and_comment_from_hitl_output(retrain: ModuleType) -> None:
     rejected = {"chosen_options": ["Reject"], "params_input": {}, "responded_by_user": {"name": "bob"}}
     assert retrain.reviewer_and_comment(rejected) == ("bob", "rejected in Airflow")
     assert retrain.is_approval(decision) and not retrain.is_approval(rejected)
+
+
+def test_force_comes_from_the_run_or_the_reviewer(retrain: ModuleType) -> None:
+    assert not retrain.force_requested({"force": False})
+    assert not retrain.force_requested(None, {"params_input": None})
+    assert retrain.force_requested({"force": True})
+    assert retrain.force_requested({"force": False}, {"params_input": {"comment": "", "force": True}})
+    assert not retrain.force_requested({}, {"params_input": {"comment": "", "force": False}})
+
+
+COMPARISON = {  # the compare task's XCom (pipelines.compare.CompareResult.to_dict())
+    "model_name": "fusionrec",
+    "challenger_version": "3",
+    "champion_version": "2",
+    "metric": "ndcg@10",
+    "tolerance": 0.01,
+    "verdict": "worse",
+    "challenger": {"ndcg@10": 0.25, "recall@10": 0.3, "coverage": 0.5},
+    "champion": {"ndcg@10": 0.3125, "recall@10": 0.25},
+    "difference": {"ndcg@10": -0.0625, "recall@10": 0.05},
+    "test_users": 943,
+    "champion_cold_users": 7,
+    "holdout": "/home/data/splits/test.parquet",
+}
+
+
+class FakeTaskInstance:
+    def __init__(self, xcoms: dict[str, dict | None]) -> None:
+        self.xcoms = xcoms
+
+    def xcom_pull(self, task_ids: str) -> dict | None:
+        return self.xcoms.get(task_ids)
+
+
+def render_body(dag, comparison: dict | None) -> str:
+    """The approval body as Airflow renders it (the DAG's Jinja environment: StrictUndefined)."""
+    ti = FakeTaskInstance(
+        {
+            "register": {"version": "3", "model_uri": "models:/fusionrec/3"},
+            "fuse_and_select": {"selected": "ease"},
+            "evaluate": {"test_users": 943},
+            "compare": comparison,
+        }
+    )
+    template = dag.get_template_env().from_string(dag.get_task("human_approval").body)
+    return template.render(ti=ti, run_id="manual__1", params=dag.params.dump())
+
+
+def test_approval_body_shows_challenger_vs_champion_table(dag) -> None:
+    body = render_body(dag, COMPARISON)
+    lines = body.splitlines()
+    header = lines.index("| metric | challenger | champion | difference |")
+    assert lines[header + 1] == "|---|---:|---:|---:|"
+    assert lines[header + 2 : header + 4] == [
+        "| ndcg@10 | 0.2500 | 0.3125 | -0.0625 |",
+        "| recall@10 | 0.3000 | 0.2500 | +0.0500 |",
+    ]
+    assert lines[header + 4] == ""  # the table ends before the verdict
+    assert "Challenger v3 vs champion v2 on 943 test users (7 unknown to the champion):" in body
+    assert "**Verdict: worse** on ndcg@10 (tolerance 0.01)." in body
+    assert "refused unless **force** is ticked" in body
+    assert "- **model_uri**: `models:/fusionrec/3`" in body  # the earlier sections are still there
+
+
+def test_approval_body_without_champion_or_comparison(dag) -> None:
+    first = {
+        **COMPARISON,
+        "champion_version": None,
+        "champion": None,
+        "difference": None,
+        "verdict": "no_champion",
+    }
+    body = render_body(dag, first)
+    assert "| metric |" not in body and "No champion yet: challenger v3 scores ndcg@10\n0.2500" in body
+    assert "**Verdict: no_champion**" in body and "force" not in body
+    better = render_body(dag, {**COMPARISON, "verdict": "better"})
+    assert "**Verdict: better**" in better and "force" not in better
+    assert "No comparison available." in render_body(dag, None)
+
+
+@pytest.mark.slow  # a real MLflow registry (~30 s)
+def test_approval_tasks_refuse_a_worse_challenger_unless_forced(
+    dag, retrain: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """auto_approve and record_approval skip (promote is then skipped) on a worse challenger, recording the
+    refusal; the run's or the reviewer's force lets it through."""
+    from airflow.sdk.exceptions import AirflowSkipException
+    from mlflow import MlflowClient
+
+    from fusionrec.config import RunConfig
+    from tests.pipelines.test_approve import register_model, write_splits
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    write_splits(home)
+    params = {**dag.params.dump(), "home": str(home)}
+    cfg = RunConfig.from_env(**retrain.config_overrides(params, "manual__1"))
+
+    def run(task_id: str, *args: object, **run_params: object) -> dict:
+        return dag.get_task(task_id).python_callable(*args, params=params | run_params, run_id="manual__1")
+
+    def tags(version: str) -> dict[str, str]:
+        client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        return client.get_model_version(cfg.registered_model, version).tags
+
+    first = register_model(cfg, "ease")
+    assert run("compare")["verdict"] == "no_champion"
+    assert run("auto_approve", first)["status"] == "approved"
+    worse = register_model(cfg, "popularity")
+    assert run("compare")["verdict"] == "worse"
+    with pytest.raises(AirflowSkipException, match="worse than champion v1.*use --force"):
+        run("auto_approve", worse)
+    assert tags(worse)["approval.status"] == "refused" and tags(worse)["approval.by"] == "airflow:auto"
+
+    answer = {
+        "chosen_options": ["Approve"],
+        "params_input": {"comment": "go"},
+        "responded_by_user": {"name": "rita"},
+    }
+    with pytest.raises(AirflowSkipException, match="use --force"):
+        run("record_approval", worse, answer)
+    assert tags(worse)["approval.by"] == "rita" and tags(first)["approval.status"] == "approved"
+    forced = run("record_approval", worse, answer | {"params_input": {"comment": "go", "force": True}})
+    assert forced["forced"] and forced["by"] == "rita" and tags(worse)["approval.forced"] == "true"
+
+    again = register_model(cfg, "ease")  # better than the popularity champion now
+    assert run("compare")["verdict"] == "better"
+    assert run("auto_approve", again)["forced"] is False
+    also_worse = register_model(cfg, "popularity")
+    assert run("auto_approve", also_worse, force=True)["forced"] is True  # the run's force param
 
 
 def test_env_script_sets_airflow_layout(tmp_path: Path) -> None:
