@@ -715,6 +715,8 @@ def _add_command_modules() -> None:
     from fusionrec.commands.generate import generate
     from fusionrec.commands.lineage import lineage
     from fusionrec.commands.monitor import monitor
+    from fusionrec.commands.report import report
+    from fusionrec.commands.simulate import simulate
 
     cli.add_command(generate)
     cli.add_command(lineage)
@@ -722,6 +724,8 @@ def _add_command_modules() -> None:
     cli.add_command(reject)
     cli.add_command(compare)
     cli.add_command(monitor)
+    cli.add_command(report)
+    cli.add_command(simulate)
 
 
 _add_command_modules()

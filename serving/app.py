@@ -4,7 +4,7 @@ events, merchandising rules, admin operations, health and Prometheus metrics.
 Run with ``serve(cfg)``, or ``uvicorn serving.app:app_from_env --factory`` (config from ``FUSIONREC_*``).
 The recommendation handler is ``async`` and does its one store read inline: a sub-millisecond Redis/SQLite
 read with a short timeout costs less than the thread-pool hop a plain ``def`` handler would add.
-Answers are serialized once with ``json.dumps``; the declared response models document the shape.
+Answers are serialized once with orjson; the declared response models document the shape.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import json
 import math
 import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
+import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -38,6 +38,7 @@ from serving.store import NoLiveVersionError, ServingStore, ServingStoreError, S
 
 MAX_K = 100
 MAX_EVENTS = 1000
+DIVERSITY_POOL = 40  # candidates MMR chooses from (at least; 4 x k when more)
 ID_PATTERN = r"^[A-Za-z0-9_.:@+\-]{1,256}$"  # ASCII letters, digits and _ . : @ + - (no spaces or slashes)
 ADMIN_TOKEN_ENV = "FUSIONREC_ADMIN_TOKEN"
 NO_MODEL_DETAIL = (
@@ -157,7 +158,11 @@ class ArmIn(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_\-]{1,64}$")
     weight: float = Field(default=1.0, ge=0, le=1000, allow_inf_nan=False, strict=True)
     version: str = Field(default="live", pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
-    mode: Literal["model", "popular"] = "model"
+    mode: Literal["model", "popular", "popular_global"] = Field(
+        default="model",
+        description="model: the version's lists; popular: popular in the user's favourite categories (the "
+        "cold-start policy); popular_global: shop-wide popularity",
+    )
 
 
 class ExperimentIn(BaseModel):
@@ -515,11 +520,13 @@ def _answer(
     try:
         found = state.candidates(stored, choice.version)
         ctx = state.context(found.version)
-        cold = found.cold_start or choice.popular
-        if cold:
+        cold = found.cold_start or choice.popular is not None
+        if choice.popular == "popular_global":
+            candidates = [[e[0], e[1], None] for e in ctx.popular]
+        elif cold:
             candidates, degraded = _cold_candidates(state, stored, ctx, filters)
         else:
-            candidates = json.loads(found.payload)
+            candidates = orjson.loads(found.payload)
     except NoLiveVersionError as exc:
         raise HTTPException(503, NO_MODEL_DETAIL) from exc
     except StoreUnavailableError:
@@ -534,12 +541,14 @@ def _answer(
     if cold:
         metrics.cold_starts.inc()
     metrics.saw_version(ctx.version)
-    ranked = select(candidates, ctx.items, filters, state.rules)
+    # diversity needs a pool to choose from; pins may push survivors down
+    limit = (max(4 * k, DIVERSITY_POOL) if diversity > 0 else k) + len(state.rules.pins)
+    ranked = select(candidates, ctx.items, filters, state.rules, limit)
     ranked = diversify(ranked, k, diversity) if diversity > 0 else ranked[:k]
     ranked = pin(ranked, state.rules, ctx.items, k)
     items = [_item_dict(e, ctx, cold, explain) for e in ranked]
     metrics.requests.labels("recommendations", arm, "200").inc()
-    return json.dumps(
+    return orjson.dumps(
         {
             "user_id": user_id,
             "items": items,
@@ -548,10 +557,9 @@ def _answer(
             "experiment": choice.experiment,
             "cold_start": cold,
             "degraded": degraded,
-            "request_id": uuid.uuid4().hex,
+            "request_id": os.urandom(16).hex(),
         },
-        separators=(",", ":"),
-    ).encode()
+    )
 
 
 def _cold_candidates(
@@ -582,7 +590,7 @@ def _cold_candidates(
 
 def _item_dict(entry: list[Any], ctx: VersionContext, cold: bool, explain: bool) -> dict[str, Any]:
     attrs = entry[3]
-    out = {"item_id": entry[0], "score": round(float(entry[1]), 6), "category": attrs[CATEGORY]}
+    out = {"item_id": entry[0], "score": round(entry[1], 6), "category": attrs[CATEGORY]}
     out["brand"], out["price"] = attrs[2], attrs[3]
     if explain:
         out["explanation"] = explanation(entry, ctx.items, cold, ctx.popular_items)
@@ -658,7 +666,7 @@ def recommend_once(cfg: RunConfig, user_id: str, k: int = 10) -> dict[str, Any]:
         _start(state)
         stored = stored_user_id(user_id, cfg.pseudonymise)
         exclude = () if state.rules.repeats else state.exclusions.get(stored, ())
-        return json.loads(_answer(state, user_id, stored, k, Filters(exclude=exclude), 0.0, True))
+        return orjson.loads(_answer(state, user_id, stored, k, Filters(exclude=exclude), 0.0, True))
     finally:
         state.close()
 

@@ -25,42 +25,47 @@ class Filters:
     in_stock: bool = True
     exclude: Collection[str] = frozenset()  # already bought / dismissed by this user
 
-    @property
-    def by_price(self) -> bool:
-        return self.min_price is not None or self.max_price is not None
-
 
 def select(
     candidates: Sequence[Sequence[Any]],
     catalogue: Mapping[str, list[Any]],
     filters: Filters,
     rules: CompiledRules,
+    limit: int | None = None,
 ) -> list[list[Any]]:
-    """Candidates that pass the filters and the rules, with boosted scores: ``[item, score, anchor, attrs]``."""
+    """Candidates that pass the filters and the rules, with boosted scores: ``[item, score, anchor, attrs]``.
+
+    Stops after ``limit`` survivors when no boost can reorder the list (the hot path scans only as far as the
+    answer needs)."""
+    blocked, out_of_stock, exclude = rules.blocked, rules.out_of_stock, filters.exclude
+    check_stock = filters.in_stock and bool(out_of_stock)
+    categories = filters.categories
+    low, high = filters.min_price, filters.max_price
+    by_price = low is not None or high is not None
+    boosting = bool(rules.category_factor or rules.brand_factor)
+    stop = None if boosting else limit
     out = []
     for entry in candidates:
         item = entry[0]
-        if item in rules.blocked or item in filters.exclude:
-            continue
-        if filters.in_stock and item in rules.out_of_stock:
+        if item in blocked or item in exclude or (check_stock and item in out_of_stock):
             continue
         attrs = catalogue.get(item, _UNKNOWN)
-        if filters.categories and attrs[CATEGORY] not in filters.categories:
+        if categories and attrs[CATEGORY] not in categories:
             continue
-        if filters.by_price:
+        if by_price:
             price = attrs[PRICE]
-            if price is None:
-                continue
-            if filters.min_price is not None and price < filters.min_price:
-                continue
-            if filters.max_price is not None and price > filters.max_price:
+            if price is None or (low is not None and price < low) or (high is not None and price > high):
                 continue
         score = entry[1]
-        factor = rules.category_factor.get(attrs[CATEGORY], 1.0) * rules.brand_factor.get(attrs[BRAND], 1.0)
-        if factor != 1.0:
+        if boosting:
+            factor = rules.category_factor.get(attrs[CATEGORY], 1.0) * rules.brand_factor.get(
+                attrs[BRAND], 1.0
+            )
             score = score * factor if score >= 0 else score / factor
         out.append([item, score, entry[2] if len(entry) > 2 else None, attrs])
-    if rules.category_factor or rules.brand_factor:
+        if stop is not None and len(out) >= stop:
+            break
+    if boosting:
         out.sort(key=lambda e: -e[1])
     return out
 

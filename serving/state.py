@@ -40,6 +40,7 @@ THOMPSON_REFRESH = 0.5  # seconds between re-estimates of Thompson weights (4000
 RECENT_ITEMS = 5  # items a user clicked/carted lately (content neighbours for cold starts)
 RULES, EXPERIMENT = "rules", "experiment"
 DEFAULT_ARM = "champion"
+ARM_MODES = ("model", "popular", "popular_global")
 
 
 @dataclass
@@ -69,7 +70,7 @@ class ArmChoice:
     arm: str
     experiment: str | None
     version: str | None  # None: live
-    popular: bool  # the arm serves the popularity list to everyone
+    popular: str | None  # None: the version's lists; "popular" / "popular_global": popularity for everyone
 
 
 @dataclass
@@ -102,8 +103,8 @@ def parse_experiment(raw: dict[str, Any]) -> Experiment:
 
     check_arms(weights)
     for a in arms:
-        if a.get("mode", "model") not in ("model", "popular"):
-            raise ExperimentError(f"arm {a.get('name')!r}: mode must be 'model' or 'popular'")
+        if a.get("mode", "model") not in ARM_MODES:
+            raise ExperimentError(f"arm {a.get('name')!r}: mode must be one of {', '.join(ARM_MODES)}")
     policy = raw.get("policy", "split")
     if policy not in ("split", "thompson"):
         raise ExperimentError(f"policy must be 'split' or 'thompson', got {policy!r}")
@@ -225,14 +226,15 @@ class ServingState:
     def choose_arm(self, user_id: str) -> ArmChoice:
         experiment = self.experiment
         if experiment is None:
-            return ArmChoice(DEFAULT_ARM, None, None, False)
+            return ArmChoice(DEFAULT_ARM, None, None, None)
         name = assign_arm(user_id, experiment.weights(), salt=experiment.name)
         arm = next(a for a in experiment.arms if a["name"] == name)
         version = arm.get("version") or "live"
         if version == "previous":
             version = self._store_call(self.store.previous_version)
+        mode = arm.get("mode", "model")
         return ArmChoice(
-            name, experiment.name, None if version == "live" else version, arm.get("mode") == "popular"
+            name, experiment.name, None if version == "live" else version, None if mode == "model" else mode
         )
 
     # ---- feedback ------------------------------------------------------------------------------------

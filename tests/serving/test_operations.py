@@ -353,3 +353,11 @@ def test_metrics_count_errors_by_status(cfg: RunConfig, client: TestClient) -> N
     text = client.get("/metrics").text
     assert 'fusionrec_requests_total{arm="",endpoint="recommendations",status="503"} 1.0' in text
     assert 'fusionrec_requests_total{arm="",endpoint="recommendations",status="422"} 1.0' in text
+
+
+def test_a_popular_global_arm_serves_shop_wide_popularity(cfg: RunConfig, client: TestClient) -> None:
+    publish(cfg)
+    start_experiment(client, [{"name": "pop", "weight": 1, "mode": "popular_global"}])
+    body = client.get("/recommendations/u1?k=3").json()
+    assert (body["arm"], body["cold_start"]) == ("pop", True)
+    assert [i["item_id"] for i in body["items"]] == ["i6", "i4", "i1"]

@@ -80,7 +80,9 @@ def test_redis_down_at_start_up_serves_the_last_popular_list_from_disk(proxied) 
 
 
 def test_redis_never_seen_and_no_fallback_is_a_clear_503(tmp_path) -> None:
-    cfg = RunConfig.from_env(home=tmp_path, serving_store="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    cfg = RunConfig.from_env(
+        home=tmp_path, serving_store="redis", redis_url=f"redis://127.0.0.1:{free_port()}/0"
+    )
     with TestClient(create_app(cfg)) as client:
         response = client.get("/recommendations/u1")
         assert response.status_code == 503 and "unreachable" in response.json()["detail"]
