@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from fusionrec.config import RunConfig
+from serving.sqlite_conns import ThreadConnections
 
 FEEDBACK_TYPES = ("impression", "click", "cart", "purchase", "dismiss")
 TABLE = "feedback_events"
@@ -106,24 +107,13 @@ class SQLiteEventStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
+        self._conns = ThreadConnections(self.path)
         conn = self._conn()
         conn.execute(_CREATE)
         conn.execute(_INDEX)
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            with self._lock:
-                self._conns.append(conn)
-        return conn
+        return self._conns.get()
 
     def add(self, events: Sequence[FeedbackEvent]) -> int:
         """Insert ``events`` in one transaction; returns how many were new (resent event ids are ignored)."""
@@ -154,11 +144,7 @@ class SQLiteEventStore:
         return int(self._conn().execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0])
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._conns:
-                conn.close()
-            self._conns.clear()
-        self._local = threading.local()
+        self._conns.close()
 
 
 class PostgresEventStore:

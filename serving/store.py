@@ -17,7 +17,6 @@ import hashlib
 import json
 import re
 import sqlite3
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from fusionrec.config import RunConfig
+from serving.sqlite_conns import ThreadConnections
 
 DEFAULT_KEEP = 3
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,199}$")
@@ -218,10 +218,7 @@ class SQLiteServingStore:
         self.path = Path(path)
         self.keep = keep
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
-        self._all_conns: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        # Each statement is idempotent, so concurrent openers (API + pipeline) may all run it.
+        self._conns = ThreadConnections(self.path)
         conn = self._conn()
         conn.executescript(_SQLITE_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(versions)")}
@@ -232,16 +229,7 @@ class SQLiteServingStore:
     # connections and transactions
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            # isolation_level=None: we issue BEGIN/COMMIT ourselves (the module would not wrap SELECTs).
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-            with self._lock:
-                self._all_conns.append(conn)
-        return conn
+        return self._conns.get()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -424,11 +412,7 @@ class SQLiteServingStore:
         return json.loads(row[0])
 
     def close(self) -> None:
-        with self._lock:
-            for conn in self._all_conns:
-                conn.close()
-            self._all_conns.clear()
-        self._local = threading.local()
+        self._conns.close()
 
 
 # --- Redis ------------------------------------------------------------------------------------------
