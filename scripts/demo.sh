@@ -51,5 +51,6 @@ titles = pd.read_parquet(items).set_index("item_id").get("title") if items.exist
 print(f"user {answer['user_id']} | model version {answer['model_version']} | cold_start={answer['cold_start']}")
 for rank, item in enumerate(answer["items"], 1):
     title = titles.get(item["item_id"], "") if titles is not None else ""
-    print(f"{rank:>3}. item {item['item_id']:<6} {item['score']:.4f}  {title}")
+    why = (item.get("explanation") or {}).get("text", "")
+    print(f"{rank:>3}. item {item['item_id']:<6} {item['score']:.4f}  {title[:40]:<40} {why}")
 PY
