@@ -712,6 +712,7 @@ def run_all(ctx: click.Context, auto_approve: bool, **zoo: Any) -> None:
 
 def _add_command_modules() -> None:
     from fusionrec.commands.approval import approve, compare, reject
+    from fusionrec.commands.bench_serve import serve as bench_serve
     from fusionrec.commands.generate import generate
     from fusionrec.commands.lineage import lineage
     from fusionrec.commands.monitor import monitor
@@ -726,6 +727,7 @@ def _add_command_modules() -> None:
     cli.add_command(monitor)
     cli.add_command(report)
     cli.add_command(simulate)
+    bench.add_command(bench_serve)
 
 
 _add_command_modules()

@@ -7,6 +7,7 @@ Pure functions over plain lists so a request costs microseconds: candidates come
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,20 +34,28 @@ def select(
     rules: CompiledRules,
     limit: int | None = None,
 ) -> list[list[Any]]:
-    """Candidates that pass the filters and the rules, with boosted scores: ``[item, score, anchor, attrs]``.
+    """The best ``limit`` candidates that pass the filters and the rules, best first, with boosted scores:
+    ``[item, score, anchor, attrs]``.
 
-    Stops after ``limit`` survivors when no boost can reorder the list (the hot path scans only as far as the
-    answer needs)."""
+    Candidates arrive best first, so the scan stops as soon as no later one can make the cut: at ``limit``
+    survivors without boosts, and with boosts once even the largest factor could not lift the next raw score
+    above the ``limit``-th boosted score so far."""
     blocked, out_of_stock, exclude = rules.blocked, rules.out_of_stock, filters.exclude
     check_stock = filters.in_stock and bool(out_of_stock)
     categories = filters.categories
     low, high = filters.min_price, filters.max_price
     by_price = low is not None or high is not None
-    boosting = bool(rules.category_factor or rules.brand_factor)
-    stop = None if boosting else limit
+    category_factor, brand_factor = rules.category_factor, rules.brand_factor
+    boosting = bool(category_factor or brand_factor)
+    top_factor = max([1.0, *category_factor.values(), *brand_factor.values()])
+    best: list[float] = []  # min-heap of the ``limit`` largest boosted scores (boosting only)
     out = []
     for entry in candidates:
-        item = entry[0]
+        item, score = entry[0], entry[1]
+        if boosting and limit is not None and len(best) >= limit:
+            ceiling = score * top_factor if score >= 0 else score / top_factor
+            if ceiling < best[0]:
+                break
         if item in blocked or item in exclude or (check_stock and item in out_of_stock):
             continue
         attrs = catalogue.get(item, _UNKNOWN)
@@ -56,17 +65,17 @@ def select(
             price = attrs[PRICE]
             if price is None or (low is not None and price < low) or (high is not None and price > high):
                 continue
-        score = entry[1]
         if boosting:
-            factor = rules.category_factor.get(attrs[CATEGORY], 1.0) * rules.brand_factor.get(
-                attrs[BRAND], 1.0
-            )
+            factor = category_factor.get(attrs[CATEGORY], 1.0) * brand_factor.get(attrs[BRAND], 1.0)
             score = score * factor if score >= 0 else score / factor
+            if limit is not None:
+                (heapq.heappush if len(best) < limit else heapq.heappushpop)(best, score)
         out.append([item, score, entry[2] if len(entry) > 2 else None, attrs])
-        if stop is not None and len(out) >= stop:
+        if not boosting and limit is not None and len(out) >= limit:
             break
     if boosting:
         out.sort(key=lambda e: -e[1])
+        return out if limit is None else out[:limit]
     return out
 
 

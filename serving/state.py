@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fusionrec.config import RunConfig
+from pipelines.privacy import pseudonym_key, pseudonymise_one
 from serving.events import open_event_store
 from serving.experiments import Arm, ExperimentError, ThompsonSampler, assign_arm
 from serving.metrics import ServingMetrics
@@ -132,7 +133,16 @@ class ServingState:
         self.recent: dict[str, deque[str]] = {}  # user -> recently clicked / carted items
         self._events = None
         self._feature_store = None
+        self._pseudonym_key: bytes | None = None
         self._arm_counts: dict[str, list[int]] = {}  # arm -> [clicks, impressions] of the experiment
+
+    def stored_id(self, user_id: str) -> str:
+        """The id the user has in the data: the keyed pseudonym (key read once) or the raw id."""
+        if not self.cfg.pseudonymise:
+            return user_id
+        if self._pseudonym_key is None:
+            self._pseudonym_key = pseudonym_key()
+        return pseudonymise_one(user_id, self._pseudonym_key)
 
     # ---- store access with a circuit breaker -----------------------------------------------------
 
