@@ -5,7 +5,7 @@ VENV := .venv
 export FUSIONREC_HOME ?= $(CURDIR)/.fusionrec
 export UV_LINK_MODE ?= copy
 
-.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help bench benchmarks
+.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help bench benchmarks bench-serve
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -36,6 +36,9 @@ benchmarks: bench  ## All benchmarks (ML-100k msr + temporal, Instacart next-bas
 		--json $(BENCH)/instacart-next-basket.json
 	$(VENV)/bin/fusionrec bench-report $(BENCH)/ml-100k-msr.json $(BENCH)/ml-100k-temporal.json \
 		$(BENCH)/instacart-next-basket.json --out docs/benchmarks.md
+
+bench-serve: install  ## Serving latency vs a thin FastAPI+Redis endpoint and a raw Redis GET (Redis at 127.0.0.1)
+	$(VENV)/bin/fusionrec bench serve --rounds 3 --json $(BENCH)/serve.json
 
 test: install  ## The whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -ra

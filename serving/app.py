@@ -518,7 +518,7 @@ def _answer(
     metrics.saw_version(ctx.version)
     # diversity needs a pool to choose from; pins may push survivors down
     limit = (max(4 * k, DIVERSITY_POOL) if diversity > 0 else k) + len(state.rules.pins)
-    ranked = select(candidates, ctx.items, filters, state.rules, limit)
+    ranked = select(candidates, state.item_view(ctx), filters, state.rules, limit)
     ranked = diversify(ranked, k, diversity) if diversity > 0 else ranked[:k]
     ranked = pin(ranked, state.rules, ctx.items, k)
     items = [_item_dict(e, ctx, cold, explain) for e in ranked]

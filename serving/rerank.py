@@ -27,27 +27,39 @@ class Filters:
     exclude: Collection[str] = frozenset()  # already bought / dismissed by this user
 
 
+ItemInfo = tuple[list[Any], float, bool, bool]  # attrs, boost factor, blocked, out of stock
+
+
+def item_view(catalogue: Mapping[str, list[Any]], rules: CompiledRules) -> dict[str, ItemInfo]:
+    """The per-item half of ``select``, computed once per (version, rules) instead of once per request."""
+    return {item: _info(item, attrs, rules) for item, attrs in catalogue.items()}
+
+
+def _info(item: str, attrs: list[Any], rules: CompiledRules) -> ItemInfo:
+    factor = rules.category_factor.get(attrs[CATEGORY], 1.0) * rules.brand_factor.get(attrs[BRAND], 1.0)
+    return attrs, factor, item in rules.blocked, item in rules.out_of_stock
+
+
 def select(
     candidates: Sequence[Sequence[Any]],
-    catalogue: Mapping[str, list[Any]],
+    view: Mapping[str, ItemInfo],
     filters: Filters,
     rules: CompiledRules,
     limit: int | None = None,
 ) -> list[list[Any]]:
     """The best ``limit`` candidates that pass the filters and the rules, best first, with boosted scores:
-    ``[item, score, anchor, attrs]``.
+    ``[item, score, anchor, attrs]``. ``view`` is ``item_view`` of the version's catalogue and ``rules``.
 
     Candidates arrive best first, so the scan stops as soon as no later one can make the cut: at ``limit``
     survivors without boosts, and with boosts once even the largest factor could not lift the next raw score
     above the ``limit``-th boosted score so far."""
-    blocked, out_of_stock, exclude = rules.blocked, rules.out_of_stock, filters.exclude
-    check_stock = filters.in_stock and bool(out_of_stock)
+    exclude = filters.exclude
+    check_stock = filters.in_stock
     categories = filters.categories
     low, high = filters.min_price, filters.max_price
     by_price = low is not None or high is not None
-    category_factor, brand_factor = rules.category_factor, rules.brand_factor
-    boosting = bool(category_factor or brand_factor)
-    top_factor = max([1.0, *category_factor.values(), *brand_factor.values()])
+    boosting = bool(rules.category_factor or rules.brand_factor)
+    top_factor = max([1.0, *rules.category_factor.values(), *rules.brand_factor.values()])
     best: list[float] = []  # min-heap of the ``limit`` largest boosted scores (boosting only)
     out = []
     for entry in candidates:
@@ -56,20 +68,20 @@ def select(
             ceiling = score * top_factor if score >= 0 else score / top_factor
             if ceiling < best[0]:
                 break
-        if item in blocked or item in exclude or (check_stock and item in out_of_stock):
+        info = view.get(item) or _info(item, _UNKNOWN, rules)
+        attrs, factor, blocked, out_of_stock = info
+        if blocked or (check_stock and out_of_stock) or item in exclude:
             continue
-        attrs = catalogue.get(item, _UNKNOWN)
         if categories and attrs[CATEGORY] not in categories:
             continue
         if by_price:
             price = attrs[PRICE]
             if price is None or (low is not None and price < low) or (high is not None and price > high):
                 continue
-        if boosting:
-            factor = category_factor.get(attrs[CATEGORY], 1.0) * brand_factor.get(attrs[BRAND], 1.0)
+        if factor != 1.0:
             score = score * factor if score >= 0 else score / factor
-            if limit is not None:
-                (heapq.heappush if len(best) < limit else heapq.heappushpop)(best, score)
+        if boosting and limit is not None:
+            (heapq.heappush if len(best) < limit else heapq.heappushpop)(best, score)
         out.append([item, score, entry[2] if len(entry) > 2 else None, attrs])
         if not boosting and limit is not None and len(out) >= limit:
             break
@@ -82,32 +94,37 @@ def select(
 def diversify(ranked: list[list[Any]], k: int, strength: float) -> list[list[Any]]:
     """Maximal marginal relevance over categories: pick by ``(1-λ)·relevance − λ·[category already shown]``.
 
-    Relevance is the score min-max scaled over the candidates; λ = ``strength`` (0 keeps the ranking).
-    With one category per item the similarity term is 0 or 1, so each step only compares the best remaining
-    item of every category (O(k · categories) instead of O(k · candidates)).
+    Relevance is the score min-max scaled over the candidates; λ = ``strength`` (0 keeps the ranking); items
+    without a category never count as repeats. With a 0/1 similarity each step has only two contenders: the
+    best remaining item, and the best remaining item of a category not shown yet — two pointers that only move
+    forward, so a request costs one pass over the list.
     """
     if strength <= 0 or len(ranked) <= 1:
         return ranked[:k]
-    high, low = ranked[0][1], min(e[1] for e in ranked)
-    span = (high - low) or 1.0
-    queues: dict[Any, list[list[Any]]] = {}
-    for entry in ranked:  # already best-first, so each queue is too
-        queues.setdefault(entry[3][CATEGORY], []).append(entry)
-    heads = dict.fromkeys(queues, 0)
+    n = len(ranked)
+    low = min(e[1] for e in ranked)
+    scale = (1 - strength) / ((ranked[0][1] - low) or 1.0)
+    taken = [False] * n
     shown: set[Any] = set()
     picked: list[list[Any]] = []
-    while len(picked) < k and heads:
-        best_value, best_category = None, None
-        for category, head in heads.items():
-            relevance = (queues[category][head][1] - low) / span
-            value = (1 - strength) * relevance - strength * (category in shown and category is not None)
-            if best_value is None or value > best_value:
-                best_value, best_category = value, category
-        picked.append(queues[best_category][heads[best_category]])
-        shown.add(best_category)
-        heads[best_category] += 1
-        if heads[best_category] == len(queues[best_category]):
-            del heads[best_category]
+    first = fresh = 0  # first untaken item; first untaken item of a category not shown yet
+    while len(picked) < k:
+        while first < n and taken[first]:
+            first += 1
+        if first == n:
+            break
+        while fresh < n and (taken[fresh] or ranked[fresh][3][CATEGORY] in shown):
+            fresh += 1
+        category = ranked[first][3][CATEGORY]
+        choice = first
+        if category in shown and fresh < n:
+            repeat = scale * (ranked[first][1] - low) - strength
+            if scale * (ranked[fresh][1] - low) > repeat:
+                choice = fresh
+        taken[choice] = True
+        picked.append(ranked[choice])
+        if ranked[choice][3][CATEGORY] is not None:
+            shown.add(ranked[choice][3][CATEGORY])
     return picked
 
 

@@ -23,6 +23,7 @@ from pipelines.privacy import pseudonym_key, pseudonymise_one
 from serving.events import open_event_store
 from serving.experiments import Arm, ExperimentError, ThompsonSampler, assign_arm
 from serving.metrics import ServingMetrics
+from serving.rerank import ItemInfo, item_view
 from serving.rules import CompiledRules, MerchRules, dump_rules, load_rules_file, rules_from_json
 from serving.store import (
     Candidates,
@@ -134,6 +135,8 @@ class ServingState:
         self._events = None
         self._feature_store = None
         self._pseudonym_key: bytes | None = None
+        self._view: dict[str, ItemInfo] = {}
+        self._view_key: tuple[str, int] | None = None
         self._arm_counts: dict[str, list[int]] = {}  # arm -> [clicks, impressions] of the experiment
 
     def stored_id(self, user_id: str) -> str:
@@ -175,6 +178,13 @@ class ServingState:
         self._last_context = ctx
         self._save_fallback(ctx)
         return ctx
+
+    def item_view(self, ctx: VersionContext) -> dict[str, ItemInfo]:
+        """``rerank.item_view`` of this version under the current rules, rebuilt when either changes."""
+        if self._view_key != (ctx.version, id(self.rules)):
+            self._view = item_view(ctx.items, self.rules)
+            self._view_key = (ctx.version, id(self.rules))
+        return self._view
 
     def _save_fallback(self, ctx: VersionContext) -> None:
         """Keep the popular lists on local disk: answers survive a store that is down at start-up."""
