@@ -102,6 +102,8 @@ class UserFeaturesOut(BaseModel):
     user_id: str
     known: bool
     features: dict[str, Any]
+    degraded: bool = Field(default=False, description="The feature store is down or not built yet")
+    detail: str = ""
 
 
 class ErrorOut(BaseModel):

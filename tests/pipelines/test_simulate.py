@@ -260,7 +260,7 @@ def test_closed_loop_through_the_pipeline(tmp_path: Path) -> None:
     simulated = result.simulation
     assert result.model_version == "1" and result.selected in ("itemknn", "ease", "blend")
     assert simulated["visits"] == 600 and simulated["events_accepted"] == simulated["events_sent"]
-    assert set(result.arms) == {"champion", "popularity"}
+    assert set(result.arms) == {"champion", "popularity", "category_popularity"}
     assert sum(a["users"] for a in result.arms.values()) == 600
     for name, arm in result.arms.items():
         expected = simulated["arms"][name]["expected_ctr"]
