@@ -108,7 +108,7 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
     import psycopg2
 
     suffix = uuid.uuid4().hex[:8]
-    databases = {kind: f"fr_{kind}_{suffix}" for kind in ("airflow", "mlflow", "optuna")}
+    databases = {kind: f"fr_{kind}_{suffix}" for kind in ("airflow", "mlflow", "optuna", "events")}
     admin = psycopg2.connect(host=POSTGRES_HOST, port=POSTGRES_PORT, user="postgres", dbname="test")
     admin.autocommit = True
     with admin.cursor() as cur:
@@ -124,6 +124,9 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
     )
     production["FUSIONREC_OPTUNA_STORAGE"] = production["FUSIONREC_OPTUNA_STORAGE"].replace(
         "/fusionrec_optuna", f"/{databases['optuna']}"
+    )
+    production["FUSIONREC_EVENTS_URL"] = production["FUSIONREC_EVENTS_URL"].replace(
+        "/fusionrec_events", f"/{databases['events']}"
     )
     production.pop("FUSIONREC_HOME")
     env = _env(home, **production)
@@ -141,6 +144,9 @@ def test_dag_on_instacart_with_postgres_and_redis(tmp_path: Path) -> None:
         status = _check_run(env, "instacart")
         assert status["champion"]["protocol"] == "next-basket"
         assert status["serving"]["store"] == "redis"
+        # ingest read the API's feedback from the PostgreSQL events store (empty on a first run)
+        ingested = json.loads((home / "reports" / "ingest.json").read_text())
+        assert ingested["feedback_source"].endswith(f"/{databases['events']}")
         answer = _fusionrec(env, "recommend", "1", "--json")
         assert len(answer["items"]) == 10 and answer["cold_start"] is False
         with (
