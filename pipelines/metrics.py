@@ -28,7 +28,8 @@ def per_user_metrics(
     rows = np.repeat(np.arange(recs.shape[0]), recs.shape[1]).reshape(recs.shape)
     valid = recs >= 0
     hits = np.zeros(recs.shape, dtype=bool)
-    hits[valid] = np.asarray(relevant[rows[valid], recs[valid]]).ravel() > 0
+    if valid.any():  # sparse fancy indexing with empty arrays returns a matrix, not an empty array
+        hits[valid] = np.asarray(relevant[rows[valid], recs[valid]]).ravel() > 0
     n_rel = np.asarray(relevant.getnnz(axis=1) if n_relevant is None else n_relevant, dtype=np.float64)
     if (n_rel <= 0).any():
         raise ValueError("every evaluated user needs at least one relevant item")

@@ -156,3 +156,10 @@ def test_bootstrap_blocks_do_not_change_the_result(monkeypatch: pytest.MonkeyPat
 def test_bootstrap_needs_paired_arrays() -> None:
     with pytest.raises(ValueError):
         paired_bootstrap_ci(np.zeros(3), np.zeros(4))
+
+
+def test_per_user_metrics_when_nobody_got_an_item() -> None:
+    """A model that knows none of the test users or items recommends nothing: every metric is 0."""
+    relevant = sp.csr_matrix(np.array([[1, 0, 1], [0, 1, 0]]))
+    per_user = per_user_metrics(np.full((2, 3), -1), relevant, k=3)
+    assert all((values == 0).all() for values in per_user.values())
