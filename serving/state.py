@@ -21,7 +21,7 @@ from typing import Any
 from fusionrec.config import RunConfig
 from pipelines.privacy import pseudonym_key, pseudonymise_one
 from serving.events import open_event_store
-from serving.experiments import Arm, ExperimentError, ThompsonSampler, assign_arm
+from serving.experiments import Arm, ExperimentError, ThompsonSampler, assign_arm, check_arms
 from serving.metrics import ServingMetrics
 from serving.rerank import ItemInfo, item_view
 from serving.rules import CompiledRules, MerchRules, dump_rules, load_rules_file, rules_from_json
@@ -101,8 +101,6 @@ def parse_experiment(raw: dict[str, Any]) -> Experiment:
     """Check an experiment document (see the API's ``ExperimentIn``) and build it."""
     arms = raw.get("arms") or []
     weights = [Arm(str(a.get("name")), float(a.get("weight", 1.0))) for a in arms]
-    from serving.experiments import check_arms
-
     check_arms(weights)
     for a in arms:
         if a.get("mode", "model") not in ARM_MODES:
@@ -169,7 +167,12 @@ class ServingState:
             return ctx
         self.metrics.cache_misses.labels("context").inc()
         raw = self._store_call(self.store.context, version)
-        fallback = json.loads(self._store_call(self.store.candidates, "\x00no-such-user", version).payload)
+        fallback: list[list[Any]] = []
+        # A version promoted before contexts existed: its popular list is what an unknown user gets.
+        if not raw.get("popular"):
+            fallback = json.loads(
+                self._store_call(self.store.candidates, "\x00no-such-user", version).payload
+            )
         ctx = VersionContext.from_dict(version, raw, fallback)
         with self._lock:
             self._contexts[version] = ctx
