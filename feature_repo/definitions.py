@@ -12,9 +12,15 @@ import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.data_source import DataSource
 from feast.types import Float64, Int64, String
+
+# Where the snapshots are read from: the Parquet files themselves (Feast's file store), the same files through
+# Spark (Feast's Spark offline store), or PostgreSQL tables loaded from them (Feast's PostgreSQL offline store).
+OfflineKind = Literal["file", "postgres", "spark"]
 
 USER_PROFILE_FILE = "user_profile.parquet"
 ITEM_STATS_FILE = "item_stats.parquet"
@@ -77,8 +83,8 @@ class FeatureRepo:
 
     user: Entity
     item: Entity
-    user_profile_source: FileSource
-    item_stats_source: FileSource
+    user_profile_source: DataSource
+    item_stats_source: DataSource
     user_profile: FeatureView
     item_stats: FeatureView
     two_tower_features: FeatureService
@@ -103,36 +109,64 @@ class FeatureRepo:
         ]
 
 
+def offline_table(table_prefix: str, view: str) -> str:
+    """The PostgreSQL table holding a view's snapshots (one set of tables per Feast project)."""
+    return f"{table_prefix}{view}"
+
+
+def _source(kind: OfflineKind, name: str, path: Path, table: str, description: str) -> DataSource:
+    common = {"name": f"{name}_source", "timestamp_field": TIMESTAMP_FIELD, "description": description}
+    if kind == "postgres":
+        from feast.infra.offline_stores.contrib.postgres_offline_store.postgres_source import (
+            PostgreSQLSource,
+        )
+
+        return PostgreSQLSource(table=table, **common)
+    if kind == "spark":
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+
+        return SparkSource(path=str(path), file_format="parquet", **common)
+    return FileSource(path=str(path), **common)
+
+
 def _snapshot_view(
-    name: str, entity: Entity, schema: list[Field], path: Path, tuning: bool = False
+    name: str,
+    entity: Entity,
+    schema: list[Field],
+    path: Path,
+    tuning: bool = False,
+    kind: OfflineKind = "file",
+    table_prefix: str = "",
 ) -> FeatureView:
-    """A view over cumulative snapshots in one Parquet file: of the training split (served online), or with
-    ``tuning`` of the fit split only (offline, name suffixed ``_tuning``)."""
+    """A view over cumulative snapshots in one Parquet file (or the table loaded from it): of the training
+    split (served online), or with ``tuning`` of the fit split only (offline, name suffixed ``_tuning``)."""
     name = f"{name}{TUNING_SUFFIX}" if tuning else name
     split = "fit split only (tuning)" if tuning else "training split"
+    description = f"cumulative per-{entity.name} snapshots computed from the {split}"
     return FeatureView(
         name=name,
         entities=[entity],
         ttl=_NO_EXPIRY,
         schema=schema,
-        source=FileSource(
-            name=f"{name}_source",
-            path=str(path),
-            timestamp_field=TIMESTAMP_FIELD,
-            description=f"cumulative per-{entity.name} snapshots computed from the {split}",
-        ),
+        source=_source(kind, name, path, offline_table(table_prefix, name), description),
         online=not tuning,
         tags={"owner": "fusionrec", "stage": "features", "phase": "tuning" if tuning else "training"},
     )
 
 
-def feature_objects(features_dir: Path) -> FeatureRepo:
-    """The project's Feast objects with offline sources read from ``features_dir`` (absolute paths)."""
+def feature_objects(features_dir: Path, kind: OfflineKind = "file", table_prefix: str = "") -> FeatureRepo:
+    """The project's Feast objects with offline sources read from ``features_dir`` (absolute paths), or with
+    ``kind="postgres"`` from the tables ``<table_prefix><view>`` loaded from those files."""
     features_dir = Path(features_dir).resolve()
     user = Entity(name="user", join_keys=["user_id"], value_type=ValueType.STRING, description="a shopper")
     item = Entity(name="item", join_keys=["item_id"], value_type=ValueType.STRING, description="a product")
-    user_profile = _snapshot_view("user_profile", user, USER_PROFILE_SCHEMA, features_dir / USER_PROFILE_FILE)
-    item_stats = _snapshot_view("item_stats", item, ITEM_STATS_SCHEMA, features_dir / ITEM_STATS_FILE)
+    where = {"kind": kind, "table_prefix": table_prefix}
+    user_profile = _snapshot_view(
+        "user_profile", user, USER_PROFILE_SCHEMA, features_dir / USER_PROFILE_FILE, **where
+    )
+    item_stats = _snapshot_view(
+        "item_stats", item, ITEM_STATS_SCHEMA, features_dir / ITEM_STATS_FILE, **where
+    )
     two_tower_features = FeatureService(
         name="two_tower_features",
         features=[user_profile, item_stats],
@@ -145,8 +179,10 @@ def feature_objects(features_dir: Path) -> FeatureRepo:
     )
     tuning = features_dir / TUNING_DIR
     tuning_views = (
-        _snapshot_view("user_profile", user, USER_PROFILE_SCHEMA, tuning / USER_PROFILE_FILE, tuning=True),
-        _snapshot_view("item_stats", item, ITEM_STATS_SCHEMA, tuning / ITEM_STATS_FILE, tuning=True),
+        _snapshot_view(
+            "user_profile", user, USER_PROFILE_SCHEMA, tuning / USER_PROFILE_FILE, tuning=True, **where
+        ),
+        _snapshot_view("item_stats", item, ITEM_STATS_SCHEMA, tuning / ITEM_STATS_FILE, tuning=True, **where),
     )
     return FeatureRepo(
         tuning_views=tuning_views,

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from fusionrec.config import RunConfig
+from fusionrec.config import PROFILES, ConfigError, RunConfig
 
 RUN_FILE = "run.json"  # the last ingested run's settings, so later stages know the source and protocol
 # Only what describes the data is remembered: deployment switches (stores, URIs) keep coming from env/options.
@@ -60,7 +61,11 @@ def _config(ctx: click.Context, **overrides: Any) -> RunConfig:
     merged = saved | {k: v for k, v in ctx.obj["globals"].items() if v is not None}
     merged |= {k: v for k, v in overrides.items() if v is not None}
     merged["home"] = home
-    return RunConfig.from_env(**merged)
+    try:
+        return RunConfig.from_env(**merged)
+    except ConfigError as error:
+        click.echo(f"error: {error}", err=True)
+        sys.exit(2)
 
 
 def _emit(result: Any, as_json: bool) -> None:
@@ -164,10 +169,30 @@ def _zoo(models: str | None, fusions: str | None, n_trials: int | None, budget: 
     default=None,
     help="Feast online store backend (env FUSIONREC_ONLINE_STORE).",
 )
+@click.option(
+    "--profile",
+    type=click.Choice(list(PROFILES)),
+    default=None,
+    help="Defaults for local (embedded SQLite) or production (PostgreSQL, Redis, MLflow server) "
+    "(env FUSIONREC_PROFILE).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="YAML file of run settings (env FUSIONREC_CONFIG): profile, stores, models, budgets...",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @click.pass_context
 def cli(
-    ctx: click.Context, home: str, serving_store: str | None, online_store: str | None, verbose: bool
+    ctx: click.Context,
+    home: str,
+    serving_store: str | None,
+    online_store: str | None,
+    profile: str | None,
+    config_file: str | None,
+    verbose: bool,
 ) -> None:
     """FusionRec: ingest, validate, version, featurize, train, fuse, register, approve, promote and serve."""
     logging.basicConfig(
@@ -177,7 +202,12 @@ def cli(
     )
     for noisy in ("great_expectations", "feast", "mlflow", "alembic", "dvc", "urllib3", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    ctx.obj = {"home": home, "globals": {"serving_store": serving_store, "online_store": online_store}}
+    if config_file:
+        os.environ["FUSIONREC_CONFIG"] = config_file  # read by RunConfig.from_env, here and in subprocesses
+    ctx.obj = {
+        "home": home,
+        "globals": {"serving_store": serving_store, "online_store": online_store, "profile": profile},
+    }
 
 
 def source_options(command: Callable[..., Any]) -> Callable[..., Any]:

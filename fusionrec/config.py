@@ -1,7 +1,10 @@
 """One configuration object per run.
 
-Defaults run on one laptop (embedded SQLite everywhere, files under ``FUSIONREC_HOME``); production switches
-(Redis online/serving store, PostgreSQL for MLflow) come from environment variables or explicit fields.
+Defaults run on one laptop (embedded SQLite everywhere, files under ``FUSIONREC_HOME``). A profile switches
+the defaults as a whole: ``FUSIONREC_PROFILE=production`` (or ``profile: production`` in the YAML file named by
+``FUSIONREC_CONFIG``) puts MLflow behind a tracking server, Optuna, feedback events and Feast's offline store
+in PostgreSQL, and Feast's online store and the serving store in Redis (see ``profile_defaults``). Precedence:
+defaults < profile < config file < ``FUSIONREC_*`` / ``MLFLOW_TRACKING_URI`` variables < explicit fields.
 Every stage function takes a ``RunConfig`` and derives its input/output paths from ``RunConfig.paths``.
 """
 
@@ -15,6 +18,9 @@ from typing import Any, Literal
 
 DatasetName = Literal["ml-100k", "instacart"]
 StoreKind = Literal["sqlite", "redis"]
+OfflineStoreKind = Literal["file", "postgres", "spark"]
+Profile = Literal["local", "production"]
+PROFILES: tuple[str, ...] = ("local", "production")
 ProtocolId = Literal["msr", "temporal", "next-basket"]
 
 # Which evaluation protocol fits which bundled dataset (shared PROTOCOL.md); files default to "msr".
@@ -125,8 +131,15 @@ def _env_home() -> Path:
     return Path(os.environ.get("FUSIONREC_HOME", ".fusionrec")).expanduser().resolve()
 
 
+class ConfigError(ValueError):
+    """A configuration file or profile that can't be used (one line: what and where)."""
+
+
 # Environment variables that switch a run to production services, and the RunConfig field each sets.
 ENV_SWITCHES = {
+    "FUSIONREC_PROFILE": "profile",
+    "FUSIONREC_OFFLINE_STORE": "offline_store",
+    "FUSIONREC_OFFLINE_STORE_URL": "offline_store_url",
     "FUSIONREC_ONLINE_STORE": "online_store",
     "FUSIONREC_SERVING_STORE": "serving_store",
     "FUSIONREC_REDIS_URL": "redis_url",
@@ -172,6 +185,9 @@ class RunConfig:
     use_feedback: bool = True  # the next ingest appends the API's click/cart/purchase feedback events
     approval_tolerance: float = 0.01  # a challenger this much worse (nDCG) than the champion is refused
     mlflow_tracking_uri: str | None = None  # None: SQLite file in home
+    offline_store: OfflineStoreKind = "file"  # Feast offline store: Parquet files, PostgreSQL or Spark
+    offline_store_url: str | None = None  # PostgreSQL URL of the offline store (offline_store="postgres")
+    profile: Profile = "local"  # the defaults it started from (see profile_defaults)
     experiment: str = "fusionrec"
     run_id: str | None = None  # orchestrator run id (Airflow run_id), tagged on MLflow runs
 
@@ -197,13 +213,20 @@ class RunConfig:
 
     @classmethod
     def from_env(cls, **overrides: Any) -> RunConfig:
-        """Defaults, then ``FUSIONREC_*`` environment variables, then explicit overrides."""
-        env: dict[str, Any] = {
+        """Defaults, then the profile's, then the ``FUSIONREC_CONFIG`` file, then environment variables, then
+        explicit overrides (None values ignored)."""
+        variables: dict[str, Any] = {
             field: os.environ[var] for var, field in ENV_SWITCHES.items() if os.environ.get(var)
         }
-        if isinstance(env.get("pseudonymise"), str):
-            env["pseudonymise"] = env["pseudonymise"].strip().lower() not in {"0", "false", "no", "off"}
-        env.update({k: v for k, v in overrides.items() if v is not None})
+        if isinstance(variables.get("pseudonymise"), str):
+            variables["pseudonymise"] = variables["pseudonymise"].strip().lower() not in {
+                "0", "false", "no", "off",
+            }  # fmt: skip
+        explicit = {k: v for k, v in overrides.items() if v is not None}
+        from_file = config_file_values(os.environ.get("FUSIONREC_CONFIG"))
+        profile = explicit.get("profile") or variables.get("profile") or from_file.get("profile") or "local"
+        env = profile_defaults(profile) | from_file | variables | explicit
+        env["profile"] = profile
         if "home" in env:
             env["home"] = Path(env["home"]).expanduser().resolve()
         for name in ("models", "fusions"):
@@ -224,3 +247,57 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         return cls.from_env(**d)
+
+
+def postgres_database_url(base: str, database: str, driver: str = "postgresql") -> str:
+    """``postgresql://user@host:port`` (any database part replaced) -> the URL of ``database``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(base)
+    return urlunsplit((driver, parts.netloc, f"/{database}", parts.query, ""))
+
+
+def profile_defaults(profile: str) -> dict[str, Any]:
+    """The field defaults a profile changes. ``production``: servers named by ``FUSIONREC_POSTGRES_URL``
+    (default postgresql://postgres@127.0.0.1:5432; databases fusionrec_events, fusionrec_optuna,
+    fusionrec_features), ``FUSIONREC_REDIS_URL`` and ``MLFLOW_TRACKING_URI`` (default http://127.0.0.1:5000,
+    an MLflow tracking server backed by PostgreSQL)."""
+    if profile not in PROFILES:
+        raise ConfigError(
+            f"unknown profile {profile!r} (FUSIONREC_PROFILE); choose one of {', '.join(PROFILES)}"
+        )
+    if profile == "local":
+        return {}
+    postgres = os.environ.get("FUSIONREC_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432"
+    return {
+        "online_store": "redis",
+        "serving_store": "redis",
+        "offline_store": "postgres",
+        "offline_store_url": postgres_database_url(postgres, "fusionrec_features"),
+        "events_url": postgres_database_url(postgres, "fusionrec_events"),
+        "optuna_storage": postgres_database_url(postgres, "fusionrec_optuna", "postgresql+psycopg2"),
+        "mlflow_tracking_uri": "http://127.0.0.1:5000",
+    }
+
+
+def config_file_values(path: str | None) -> dict[str, Any]:
+    """The RunConfig fields set in a YAML file (``FUSIONREC_CONFIG``); unknown keys are an error."""
+    if not path:
+        return {}
+    import yaml
+
+    file = Path(path).expanduser()
+    try:
+        values = yaml.safe_load(file.read_text()) or {}
+    except OSError as error:
+        raise ConfigError(f"{file}: can't read the config file ({error.strerror})") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML ({str(error).splitlines()[0]})") from error
+    if not isinstance(values, dict):
+        raise ConfigError(f"{file}: expected a mapping of settings, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(RunConfig)}
+    if unknown := sorted(set(values) - known):
+        raise ConfigError(
+            f"{file}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
+    return values

@@ -42,9 +42,11 @@ from feature_repo.definitions import (
     TUNING_SUFFIX,
     USER_PROFILE_FILE,
     USER_PROFILE_SCHEMA,
+    FeatureRepo,
     feature_objects,
 )
 from fusionrec.config import RunConfig
+from pipelines.offline_store import load_postgres_tables, offline_store_config
 from pipelines.schema import CATEGORY_SEPARATOR, RATING_RANGE
 from pipelines.stage import StageInputError, StageResult
 
@@ -117,14 +119,16 @@ class FeaturesResult(StageResult):
     seconds: float  # wall time of the stage
     compute_seconds: float = 0.0  # of which: snapshots of both splits written
     materialize_seconds: float = 0.0  # of which: Feast apply + materialization into the online store
+    offline_store: str = "file"  # "file", "postgres" or "spark"
 
 
 # ---------------------------------------------------------------------------------------------- Feast store
 
 
 def feast_project(cfg: RunConfig) -> str:
-    """``fusionrec`` on SQLite (one store per home); on a shared Redis, suffixed by a hash of the home."""
-    if cfg.online_store != "redis":
+    """``fusionrec`` on SQLite and files (one store per home); on a shared Redis or PostgreSQL, suffixed by a
+    hash of the home."""
+    if cfg.online_store != "redis" and cfg.offline_store != "postgres":
         return "fusionrec"
     return "fusionrec_" + hashlib.sha1(str(cfg.home).encode()).hexdigest()[:10]
 
@@ -142,8 +146,9 @@ def redis_connection_string(url: str) -> str:
 
 
 def feature_store(cfg: RunConfig) -> feast.FeatureStore:
-    """A Feast store configured in code from ``cfg``: file registry and offline store under
-    ``cfg.paths.features``, online store SQLite (``online.db`` there) or Redis (``cfg.redis_url``)."""
+    """A Feast store configured in code from ``cfg``: file registry under ``cfg.paths.features``, offline store
+    per ``cfg.offline_store`` (pipelines/offline_store.py), online store SQLite (``online.db`` there) or Redis
+    (``cfg.redis_url``)."""
     from feast import FeatureStore, RepoConfig
 
     features_dir = cfg.paths.features
@@ -162,7 +167,7 @@ def feature_store(cfg: RunConfig) -> feast.FeatureStore:
         project=feast_project(cfg),
         provider="local",
         registry=str(features_dir / "registry.db"),
-        offline_store={"type": "file"},
+        offline_store=offline_store_config(cfg),
         online_store=online,
         materialization={"online_write_batch_size": ONLINE_WRITE_BATCH},
         entity_key_serialization_version=3,
@@ -583,14 +588,21 @@ def _arrow_schema(key: str, fields: Sequence[Any]) -> pa.Schema:
     return pa.schema(columns + [(f.name, _ARROW_TYPES[str(f.dtype)]) for f in fields])
 
 
-def _write_parquet(frames: Iterator[pd.DataFrame], path: Path, schema: pa.Schema) -> pd.DataFrame:
-    """Stream ``frames`` into one Parquet file (a row group each); returns the last frame."""
+def _write_parquet(
+    frames: Iterator[pd.DataFrame], path: Path, schema: pa.Schema, spark_readable: bool = False
+) -> pd.DataFrame:
+    """Stream ``frames`` into one Parquet file (a row group each); returns the last frame. Spark reads no
+    nanosecond timestamps: ``spark_readable`` stores microseconds (snapshot times are whole days or event
+    times, which carry no finer precision)."""
     writer, last = None, pd.DataFrame()
     try:
         for frame in frames:
             table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
             if writer is None:
-                writer = pq.ParquetWriter(path, table.schema)
+                coerce = (
+                    {"coerce_timestamps": "us", "allow_truncated_timestamps": True} if spark_readable else {}
+                )
+                writer = pq.ParquetWriter(path, table.schema, **coerce)
             writer.write_table(table)
             last = frame
     finally:
@@ -606,18 +618,24 @@ class _Written:
     times: list[pd.Timestamp]
 
 
-def _write_snapshots(ev: _Events, catalogue: pd.DataFrame, folder: Path) -> _Written:
+def _write_snapshots(
+    ev: _Events, catalogue: pd.DataFrame, folder: Path, spark_readable: bool = False
+) -> _Written:
     """Cumulative user/item snapshots of ``ev`` written as the offline sources in ``folder``."""
     stamps = pd.Series(pd.to_datetime(ev.timestamp[[0, -1]], utc=True))
     times = snapshot_times(stamps)
     folder.mkdir(parents=True, exist_ok=True)
     last_users = _write_parquet(
-        _user_snapshots(ev, times), folder / USER_PROFILE_FILE, _arrow_schema("user_id", USER_PROFILE_SCHEMA)
+        _user_snapshots(ev, times),
+        folder / USER_PROFILE_FILE,
+        _arrow_schema("user_id", USER_PROFILE_SCHEMA),
+        spark_readable,
     )
     last_items = _write_parquet(
         _item_snapshots(ev, catalogue, times),
         folder / ITEM_STATS_FILE,
         _arrow_schema("item_id", ITEM_STATS_SCHEMA),
+        spark_readable,
     )
     return _Written(users=len(last_users), items=len(last_items), times=times)
 
@@ -629,6 +647,16 @@ def _split_item_ids(cfg: RunConfig, name: str) -> pd.Index:
     return _SplitFile(cfg, name).categorical("item_id").categories.astype(str)
 
 
+def offline_table_prefix(cfg: RunConfig) -> str:
+    """Offline tables of one home share a database: ``<feast project>__<view>``."""
+    return f"{feast_project(cfg)}__"
+
+
+def repo_objects(cfg: RunConfig) -> FeatureRepo:
+    """The Feast objects of ``cfg``'s home, their sources in its offline store."""
+    return feature_objects(cfg.paths.features, cfg.offline_store, offline_table_prefix(cfg))
+
+
 def _materialize(cfg: RunConfig, at: pd.Timestamp) -> pd.Timestamp:
     """Apply the Feast objects (replacing a previous build's online rows) and materialize the snapshot at
     ``at``, which holds every user and item: the online store gets exactly one row per entity."""
@@ -638,7 +666,9 @@ def _materialize(cfg: RunConfig, at: pd.Timestamp) -> pd.Timestamp:
         # A rebuild replaces what the online store holds: Redis would keep rows of entities no longer present.
         store.teardown()
         store = feature_store(cfg)
-    store.apply(feature_objects(out).objects())
+    if cfg.offline_store == "postgres":
+        load_postgres_tables(cfg, offline_table_prefix(cfg))
+    store.apply(repo_objects(cfg).objects())
     until = at + pd.Timedelta(seconds=1)
     store.materialize(
         start_date=at.to_pydatetime(),
@@ -657,9 +687,10 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
     known = _split_item_ids(cfg, "train").union(_split_item_ids(cfg, "fit"))
     catalogue = item_catalogue(items, pd.DataFrame({"item_id": known}))
     out = cfg.paths.features
-    written = _write_snapshots(_split_events(cfg, "train", catalogue), catalogue, out)
+    spark = cfg.offline_store == "spark"
+    written = _write_snapshots(_split_events(cfg, "train", catalogue), catalogue, out, spark)
     # Tuning fits on `fit` and scores on `valid`: its features must not count the validation events.
-    _write_snapshots(_split_events(cfg, "fit", catalogue), catalogue, out / TUNING_DIR)
+    _write_snapshots(_split_events(cfg, "fit", catalogue), catalogue, out / TUNING_DIR, spark)
     computed = time.perf_counter()
     log.info(
         "features: %d snapshots of %d users and %d items computed in %.1fs",
@@ -679,6 +710,7 @@ def build_features(cfg: RunConfig) -> FeaturesResult:
         user_features=USER_FEATURES,
         item_features=ITEM_FEATURES,
         online_store=cfg.online_store,
+        offline_store=cfg.offline_store,
         registry=str(out / "registry.db"),
         materialized_until=until.isoformat(),
         project=feast_project(cfg),

@@ -50,10 +50,14 @@ def setup_mlflow(cfg: RunConfig) -> str:
     if experiment is not None:
         mlflow.set_experiment(cfg.experiment)
         return experiment.experiment_id
-    cfg.paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
-    experiment_id = mlflow.create_experiment(
-        cfg.experiment, artifact_location=cfg.paths.mlflow_artifacts.as_uri()
-    )
+    if cfg.tracking_uri.startswith(("http://", "https://")):
+        # A tracking server stores artifacts where it was told to (--artifacts-destination), served over HTTP.
+        experiment_id = mlflow.create_experiment(cfg.experiment)
+    else:
+        cfg.paths.mlflow_artifacts.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.create_experiment(
+            cfg.experiment, artifact_location=cfg.paths.mlflow_artifacts.as_uri()
+        )
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id
 

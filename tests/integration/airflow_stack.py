@@ -35,6 +35,8 @@ SERVICES = {
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
 }
+# With the CeleryExecutor the scheduler queues tasks on the broker; separate workers run them.
+CELERY_WORKER = ["celery", "worker", "--concurrency", "1", "--without-mingle", "--without-gossip"]
 
 
 @dataclass
@@ -100,11 +102,13 @@ def _admin_connection():  # -> psycopg2 connection with autocommit, as the first
     raise RuntimeError("no PostgreSQL role with trust auth: " + "; ".join(errors))
 
 
-def _stack_env(home: Path, sql_conn: str, port: int, user: str, passwords: Path) -> dict[str, str]:
+def _stack_env(
+    home: Path, sql_conn: str, port: int, user: str, passwords: Path, executor: str, extra: dict[str, str]
+) -> dict[str, str]:
     return _env(
         home,
         AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=sql_conn,
-        AIRFLOW__CORE__EXECUTOR="LocalExecutor",
+        AIRFLOW__CORE__EXECUTOR=executor,
         AIRFLOW__CORE__PARALLELISM="2",  # 2 shared cores; the DAG is a chain anyway
         AIRFLOW__CORE__EXECUTION_API_SERVER_URL=f"http://127.0.0.1:{port}/execution/",
         AIRFLOW__API__HOST="127.0.0.1",
@@ -118,13 +122,14 @@ def _stack_env(home: Path, sql_conn: str, port: int, user: str, passwords: Path)
         # Only the runs a test triggers: no @daily run appears when the DAG is unpaused.
         AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE="False",
         AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION="True",
+        **extra,
     )
 
 
-def _start(name: str, env: dict[str, str], logs: Path) -> subprocess.Popen:
+def _start(name: str, env: dict[str, str], logs: Path, args: list[str] | None = None) -> subprocess.Popen:
     with (logs / f"{name}.log").open("w") as log:
         return subprocess.Popen(
-            [str(BIN / "airflow"), *SERVICES[name]],
+            [str(BIN / "airflow"), *(args or SERVICES[name])],
             env=env,
             cwd=REPO,
             stdout=log,
@@ -168,8 +173,16 @@ def _stop(procs: list[subprocess.Popen], grace: float = 20) -> None:
 
 
 @contextmanager
-def airflow_stack(home: Path, user: str = "reviewer") -> Iterator[AirflowStack]:
-    """Create the database, migrate, start the three services and wait until the API answers."""
+def airflow_stack(
+    home: Path,
+    user: str = "reviewer",
+    executor: str = "LocalExecutor",
+    extra_env: dict[str, str] | None = None,
+    celery_broker: str | None = None,
+) -> Iterator[AirflowStack]:
+    """Create the database, migrate, start the three services and wait until the API answers. With
+    ``celery_broker`` (a Redis URL) the stack runs the CeleryExecutor with one separate Celery worker, results
+    in the metadata database; ``extra_env`` reaches every service and task."""
     admin = _admin_connection()
     role = admin.info.user
     database = f"fusionrec_airflow_{secrets.token_hex(4)}"
@@ -182,9 +195,16 @@ def airflow_stack(home: Path, user: str = "reviewer") -> Iterator[AirflowStack]:
     passwords = home / "airflow-passwords.json"
     passwords.write_text(json.dumps({user: password}))
     sql_conn = f"postgresql+psycopg2://{role}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}"
+    extra = dict(extra_env or {})
+    if celery_broker:
+        executor = "CeleryExecutor"
+        extra |= {
+            "AIRFLOW__CELERY__BROKER_URL": celery_broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": f"db+postgresql://{role}@{POSTGRES_HOST}:{POSTGRES_PORT}/{database}",
+        }
     stack = AirflowStack(
         url=f"http://127.0.0.1:{port}",
-        env=_stack_env(home, sql_conn, port, user, passwords),
+        env=_stack_env(home, sql_conn, port, user, passwords, executor, extra),
         user=user,
         password=password,
         logs=logs,
@@ -193,6 +213,8 @@ def airflow_stack(home: Path, user: str = "reviewer") -> Iterator[AirflowStack]:
         _run([str(BIN / "airflow"), "db", "migrate"], stack.env, logs / "migrate.log", timeout=600)
         for name in SERVICES:
             stack.procs[name] = _start(name, stack.env, logs)
+        if celery_broker:
+            stack.procs["celery-worker"] = _start("celery-worker", stack.env, logs, CELERY_WORKER)
         wait_for("the api-server", lambda: _healthy(stack), timeout=180)
         yield stack
     except BaseException:
