@@ -15,7 +15,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """HEAD of the checkout this code runs from, with ``-dirty`` when tracked files have changes."""
+    """HEAD of the checkout this code runs from, with ``-dirty`` when tracked files have changes; in an image
+    without ``.git``, the commit it was built from (``FUSIONREC_GIT_COMMIT``, the Dockerfile's build arg)."""
+    if not (REPO_ROOT / ".git").exists() and os.environ.get("FUSIONREC_GIT_COMMIT"):
+        return os.environ["FUSIONREC_GIT_COMMIT"]
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
