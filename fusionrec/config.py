@@ -142,6 +142,7 @@ ENV_SWITCHES = {
     "FUSIONREC_OFFLINE_STORE_URL": "offline_store_url",
     "FUSIONREC_ONLINE_STORE": "online_store",
     "FUSIONREC_SERVING_STORE": "serving_store",
+    "FUSIONREC_SERVING_SHARDS": "serving_shards",
     "FUSIONREC_REDIS_URL": "redis_url",
     "FUSIONREC_EVENTS_URL": "events_url",
     "MLFLOW_TRACKING_URI": "mlflow_tracking_uri",
@@ -181,6 +182,7 @@ class RunConfig:
     online_store: StoreKind = "sqlite"  # Feast online store
     serving_store: StoreKind = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    serving_shards: str | None = None  # comma-separated Redis URLs: a sharded serving store (docs/scale-out)
     events_url: str | None = None  # PostgreSQL URL for feedback events; None: SQLite file in home
     use_feedback: bool = True  # the next ingest appends the API's click/cart/purchase feedback events
     approval_tolerance: float = 0.01  # a challenger this much worse (nDCG) than the champion is refused

@@ -114,7 +114,8 @@ class ServingStore(Protocol):
 def open_store(
     cfg: RunConfig, *, keep: int = DEFAULT_KEEP, redis_prefix: str | None = None, timeout: float = 10.0
 ) -> ServingStore:
-    """Open the backend named by ``cfg.serving_store``: ``"sqlite"`` (``cfg.paths.serving_db``) or ``"redis"``.
+    """Open the backend named by ``cfg.serving_store``: ``"sqlite"`` (``cfg.paths.serving_db``) or ``"redis"``
+    (``cfg.redis_url``, or the shards listed in ``FUSIONREC_SERVING_SHARDS``: serving/sharded_store.py).
 
     ``redis_prefix`` namespaces the Redis keys; by default it is derived from ``cfg.home`` so two homes (e.g.
     parallel test runs) never share keys. ``timeout`` bounds each Redis call (the API uses a short one so it
@@ -123,9 +124,13 @@ def open_store(
     if cfg.serving_store == "sqlite":
         return SQLiteServingStore(cfg.paths.serving_db, keep=keep)
     if cfg.serving_store == "redis":
-        return RedisServingStore(
-            cfg.redis_url, prefix=redis_prefix or default_redis_prefix(cfg), keep=keep, timeout=timeout
-        )
+        prefix = redis_prefix or default_redis_prefix(cfg)
+        if shards := (cfg.serving_shards or "").strip():
+            from serving.sharded_store import ShardedRedisServingStore, parse_shard_urls
+
+            urls = parse_shard_urls(shards)
+            return ShardedRedisServingStore(urls, prefix=prefix, keep=keep, timeout=timeout)
+        return RedisServingStore(cfg.redis_url, prefix=prefix, keep=keep, timeout=timeout)
     raise ServingStoreError(f"unknown serving_store {cfg.serving_store!r}; expected 'sqlite' or 'redis'")
 
 
