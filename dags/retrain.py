@@ -26,15 +26,22 @@ UI_APPROVER = "airflow-ui"  # recorded when the HITL response carries no user na
 DOC_MD = """
 ### FusionRec retrain
 
-`ingest → validate → version_data → split → build_features → train → fuse_and_select → evaluate → register
-→ compare → approval gate → promote`
+`ingest → validate → version_data → split → build_features → models → train_model (one per model, in
+parallel) → collect_training → fuse_and_select → evaluate → register → compare → approval gate → promote`
 
 * **ingest** – bundled dataset (`dataset` param) or your own files (`interactions_file`, wins when set) into
   canonical parquet tables.
 * **validate** – Great Expectations checks; failing rows go to quarantine, the run fails above the reject limit.
 * **version_data** – DVC snapshot of the validated data.
 * **split / build_features** – evaluation split and the Feast feature repo (offline + online store).
-* **train** – candidate models (`models` param) tuned with Optuna (`n_trials` per model), logged to MLflow.
+* **models** – checks the `models` param and readies the Optuna and MLflow stores for parallel training.
+* **train_model** – one task instance per model (labelled with its name; dynamic task mapping): tunes it with
+  Optuna (`n_trials`, or its `model_trials` entry) and fits it, in its own MLflow run. At most
+  `FUSIONREC_TRAIN_PARALLELISM` run at once (default 2; set where the dag-processor runs, it is read when the
+  DAG is parsed); free executor slots may allow fewer. A failed model can be cleared and rerun alone (with its
+  downstream tasks): its study keeps the trials already finished.
+* **collect_training** – gathers the models' reports into the `train` summary (MLflow run nesting the models'
+  runs); fails naming any model that was not trained in this run.
 * **fuse_and_select / evaluate** – blend the candidates, pick the best on validation, score it on test.
 * **register** – registers the winner in MLflow with alias `challenger`.
 * **compare** – scores the challenger and the current champion on the same holdout (this run's test split);
@@ -194,20 +201,32 @@ def _run_config(params: dict[str, Any] | None, run_id: str | None):  # -> fusion
 DEFAULT_MODELS = ("ease", "itemknn", "ials", "two_tower")
 FUSION_METHODS = ("blend", "rrf", "stacking")
 
-# The stages before the approval gate, in order: (task id, "module:function" in pipelines/).
-STAGES = (
+# The stages before the approval gate, in order: (task id, "module:function" in pipelines/). Between the two
+# groups training fans out, one mapped train_model task instance per model (see fusionrec_retrain).
+BEFORE_TRAINING = (
     ("ingest", "pipelines.ingest:ingest"),
     ("validate", "pipelines.validate:validate"),
     ("version_data", "pipelines.version:version_data"),
     ("split", "pipelines.split:split"),
     ("build_features", "pipelines.features:build_features"),
-    ("train", "pipelines.train:train"),
+)
+AFTER_TRAINING = (
+    ("collect_training", "pipelines.train:collect_training"),
     ("fuse_and_select", "pipelines.fuse:fuse_and_select"),
     ("evaluate", "pipelines.evaluate:evaluate"),
     ("register", "pipelines.register:register"),
     ("compare", "pipelines.compare:compare"),
 )
 PROMOTE = "pipelines.promote:promote"
+TRAIN_PARALLELISM = "FUSIONREC_TRAIN_PARALLELISM"
+
+
+def train_parallelism() -> int:
+    """How many models of one run train at once: ``FUSIONREC_TRAIN_PARALLELISM`` (default 2)."""
+    value = os.environ.get(TRAIN_PARALLELISM, "2").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{TRAIN_PARALLELISM} must be a whole number of at least 1, got {value!r}")
+    return int(value)
 
 
 def stage_task(task_id: str, target: str, **task_kwargs: Any) -> Any:
@@ -335,8 +354,28 @@ def fusionrec_retrain() -> None:
         reject(cfg, version, by=reviewer, comment=comment)
         raise AirflowSkipException(f"version {version} rejected by {reviewer}: nothing to promote")
 
-    stages = {task_id: stage_task(task_id, target)() for task_id, target in STAGES}
-    chain(*stages.values())
+    @task(task_id="models")
+    def models_to_train(params: dict | None = None, run_id: str | None = None) -> list[str]:
+        """The run's models, checked, with the Optuna and MLflow stores ready for parallel training."""
+        from pipelines.train import prepare_training
+
+        return prepare_training(_run_config(params, run_id))
+
+    @task(max_active_tis_per_dagrun=train_parallelism(), map_index_template="{{ model }}")
+    def train_model(model: str, params: dict | None = None, run_id: str | None = None) -> dict:
+        """Tunes and fits one model; the UI labels the task instance with the model's name."""
+        from airflow.sdk import get_current_context
+
+        from pipelines.train import train_model as train_one
+
+        get_current_context()["model"] = model  # read by map_index_template
+        return train_one(_run_config(params, run_id), model).to_dict()
+
+    before = [stage_task(task_id, target)() for task_id, target in BEFORE_TRAINING]
+    models = models_to_train()
+    trained = train_model.expand(model=models)  # one task instance per model
+    stages = {task_id: stage_task(task_id, target)() for task_id, target in AFTER_TRAINING}
+    chain(*before, models, trained, *stages.values())
     registered = stages["register"]  # its result carries the challenger's model ``version``
     branch = choose_approval_path()
     stages["compare"] >> branch

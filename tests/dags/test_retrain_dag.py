@@ -27,7 +27,9 @@ STAGES = [
     "version_data",
     "split",
     "build_features",
-    "train",
+    "models",
+    "train_model",  # mapped: one task instance per model
+    "collect_training",
     "fuse_and_select",
     "evaluate",
     "register",
@@ -111,6 +113,29 @@ def test_tasks_and_linear_stage_order(dag) -> None:
     for upstream, downstream in zip(STAGES, STAGES[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}, downstream
     assert dag.get_task("ingest").upstream_task_ids == set()
+
+
+def test_training_fans_out_one_mapped_task_per_model(dag) -> None:
+    from airflow.sdk.definitions.mappedoperator import MappedOperator
+
+    assert not isinstance(dag.get_task("models"), MappedOperator)
+    train_model = dag.get_task("train_model")
+    assert isinstance(train_model, MappedOperator)
+    mapped = train_model.op_kwargs_expand_input.value  # what .expand() maps over
+    assert set(mapped) == {"model"} and mapped["model"].operator.task_id == "models"
+    assert train_model.max_active_tis_per_dagrun == 2  # FUSIONREC_TRAIN_PARALLELISM unset
+    assert train_model.map_index_template == "{{ model }}"  # the UI names each instance by its model
+    assert not isinstance(dag.get_task("collect_training"), MappedOperator)  # one summary after all models
+
+
+def test_train_parallelism_comes_from_env(retrain: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FUSIONREC_TRAIN_PARALLELISM", "3")
+    dag = load_dag_module("fusionrec_dag_retrain_parallel").retrain_dag
+    assert dag.get_task("train_model").max_active_tis_per_dagrun == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv("FUSIONREC_TRAIN_PARALLELISM", bad)
+        with pytest.raises(ValueError, match="FUSIONREC_TRAIN_PARALLELISM must be a whole number"):
+            retrain.train_parallelism()
 
 
 def test_approval_gate_wiring(dag) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,10 +78,25 @@ def _check_run(env: dict[str, str], dataset: str) -> dict:
     return status
 
 
+def _check_training_fanned_out(home: Path, models: tuple[str, ...]) -> None:
+    """One train_model task instance per model (``airflow dags test`` logs each mapped instance it starts), each
+    model trained in its own MLflow run of this Airflow run."""
+    log = (home / "dag.log").read_text()
+    started = re.findall(r"\[DAG TEST\] starting task_id=train_model map_index=(-?\d+)", log)
+    assert sorted(started) == [str(i) for i in range(len(models))], started
+    reports = [json.loads((home / "reports" / "train" / f"{name}.json").read_text()) for name in models]
+    assert len({report["mlflow_run_id"] for report in reports}) == len(models)
+    assert len({report["airflow_run_id"] for report in reports}) == 1 and reports[0]["airflow_run_id"]
+    assert sorted(json.loads((home / "reports" / "train.json").read_text())["models"]) == sorted(models)
+
+
 def test_dag_on_movielens_with_embedded_defaults(tmp_path: Path) -> None:
+    from fusionrec.config import DEFAULT_MODELS
+
     home = tmp_path / "home"
     env = _env(home)
     _run_dag(home, env, {"dataset": "ml-100k", "n_trials": 2, "auto_approve": True})
+    _check_training_fanned_out(home, DEFAULT_MODELS)
     status = _check_run(env, "ml-100k")
     assert status["champion"]["test_metrics"]["ndcg@10"] > 0.35  # EASE alone reaches ~0.45 under protocol 1
     answer = _fusionrec(env, "recommend", "1", "--k", "10", "--json")

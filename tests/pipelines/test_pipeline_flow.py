@@ -97,10 +97,12 @@ def test_every_trial_is_a_nested_mlflow_run_with_lineage_tags(cfg: RunConfig) ->
     runs = mlflow.search_runs(experiment_names=[cfg.experiment], output_format="pandas")
     trials = runs[runs["tags.trial"].notna()]
     assert len(trials) == 2 * 2  # two models x two trials
-    parents = set(trials["tags.mlflow.parentRunId"])
-    train_runs = runs[runs["tags.stage"] == "train"]
-    assert parents == set(train_runs["run_id"])
-    assert len(runs) >= len(trials) + 4  # trials + train, select, evaluate, register
+    model_runs = runs[runs["tags.stage"] == "train_model"]  # one per model, its trials nested in it
+    assert sorted(model_runs["tags.model"]) == ["ease", "popularity"]
+    assert set(trials["tags.mlflow.parentRunId"]) == set(model_runs["run_id"])
+    train_runs = runs[runs["tags.stage"] == "train"]  # the stage's summary, the model runs nested in it
+    assert len(train_runs) == 1 and set(model_runs["tags.mlflow.parentRunId"]) == set(train_runs["run_id"])
+    assert len(runs) >= len(trials) + 6  # trials + 2 models + train, select, evaluate, register
     assert runs["tags.dvc_data_hash"].str.endswith(".dir").all()  # every run, trials included
     assert runs["tags.git_commit"].str.len().ge(7).all()
 

@@ -92,8 +92,8 @@ def test_pruned_trials_and_plots_are_in_mlflow(cfg: RunConfig) -> None:
     mlflow.set_tracking_uri(cfg.tracking_uri)
     runs = mlflow.search_runs(experiment_names=[cfg.experiment], output_format="pandas")
     assert (runs.get("tags.pruned") == "true").sum() == _train_report(cfg)["models"]["drifting"]["pruned"]
-    train_run = runs[runs["tags.stage"] == "train"].iloc[0]["run_id"]
-    files = [f.path for f in mlflow.MlflowClient().list_artifacts(train_run, "optuna/ease")]
+    ease_runs = runs[(runs["tags.stage"] == "train_model") & (runs["tags.model"] == "ease")]
+    files = [f.path for f in mlflow.MlflowClient().list_artifacts(ease_runs.iloc[0]["run_id"], "optuna/ease")]
     assert set(files) == {"optuna/ease/ease_history.png", "optuna/ease/ease_importance.png"}
 
 
