@@ -5,7 +5,7 @@ VENV := .venv
 export FUSIONREC_HOME ?= $(CURDIR)/.fusionrec
 export UV_LINK_MODE ?= copy
 
-.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help bench benchmarks bench-serve
+.PHONY: install demo test test-fast lint repro airflow-ui mlflow-ui clean help bench benchmarks bench-serve bench-capacity
 
 help:  ## List targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -39,6 +39,10 @@ benchmarks: bench  ## All benchmarks (ML-100k msr + temporal, Instacart next-bas
 
 bench-serve: install  ## Serving latency vs a thin FastAPI+Redis endpoint and a raw Redis GET (Redis at 127.0.0.1)
 	$(VENV)/bin/fusionrec bench serve --rounds 3 --json $(BENCH)/serve.json
+
+bench-capacity: install  ## Stage time/memory at 3 sizes projected to 1B events / 100M users (Redis at 127.0.0.1)
+	$(VENV)/bin/fusionrec bench capacity --sizes 200000,600000,2000000 --online-store redis --serving-store redis \
+		--json $(BENCH)/capacity.json --plot docs/img/capacity.png
 
 test: install  ## The whole test suite (what CI runs)
 	$(VENV)/bin/python -m pytest -ra

@@ -743,6 +743,8 @@ def run_all(ctx: click.Context, auto_approve: bool, **zoo: Any) -> None:
 def _add_command_modules() -> None:
     from fusionrec.commands.approval import approve, compare, reject
     from fusionrec.commands.bench_serve import serve as bench_serve
+    from fusionrec.commands.capacity import capacity
+    from fusionrec.commands.distributed import train_distributed
     from fusionrec.commands.generate import generate
     from fusionrec.commands.lineage import lineage
     from fusionrec.commands.monitor import monitor
@@ -757,7 +759,9 @@ def _add_command_modules() -> None:
     cli.add_command(monitor)
     cli.add_command(report)
     cli.add_command(simulate)
+    cli.add_command(train_distributed)
     bench.add_command(bench_serve)
+    bench.add_command(capacity)
 
 
 _add_command_modules()
