@@ -14,6 +14,7 @@ _MODELS: dict[str, str] = {
     "itemknn": "models.itemknn:ItemKNN",
     "ease": "models.ease:EASE",
     "ials": "models.ials:IALS",
+    "spark_als": "models.spark_als:SparkALS",
     "bpr": "models.bpr:BPR",
     "content": "models.content:ContentTFIDF",
     "two_tower": "models.two_tower:TwoTower",

@@ -20,14 +20,16 @@ from pipelines.resources import measure
 
 log = logging.getLogger(__name__)
 
+SCALE_OUT_ONLY = ("spark_als",)
 RESULT_KEYS = ("ndcg", "precision", "recall", "map", "hit", "mrr")
 
 
 def bench_models() -> tuple[str, ...]:
-    """The whole zoo of single models: every registered model that is not a fusion."""
+    """The whole zoo of single models: every registered model that is not a fusion, except the Spark port of
+    ALS (a scale-out engine, measured against iALS in docs/scale-out/training.md; ask for it with --models)."""
     from models.registry import base_models
 
-    return tuple(base_models())
+    return tuple(name for name in base_models() if name not in SCALE_OUT_ONLY)
 
 
 def run_stages(cfg: RunConfig) -> dict[str, dict[str, Any]]:

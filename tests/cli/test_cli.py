@@ -46,6 +46,7 @@ def test_expected_commands_exist() -> None:
         "recommend",
         "status",
         "run",
+        "train-distributed",
     }
     assert expected <= set(COMMANDS)
 
