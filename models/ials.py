@@ -9,18 +9,18 @@ numpy.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from models.base import InteractionData, Recommender
+from models.base import InteractionData
+from models.factors import FactorModel
 
 CONFIDENCES = ("linear", "log")
 
 
-class IALS(Recommender):
+class IALS(FactorModel):
     """Weighted matrix factorisation of the implicit-feedback matrix; ``score`` is ``users @ items.T``.
 
     ``factors``: latent dimension; ``regularization``: L2 on both factor matrices (not scaled by activity,
@@ -88,19 +88,6 @@ class IALS(Recommender):
         self.user_factors_ = np.ascontiguousarray(model.user_factors, dtype=np.float32)
         self.item_factors_ = np.ascontiguousarray(model.item_factors, dtype=np.float32)
         return self
-
-    def score(self, user_idx: np.ndarray) -> np.ndarray:
-        if self.user_factors_ is None:
-            raise RuntimeError("IALS.score called before fit")
-        return self.user_factors_[np.asarray(user_idx)] @ self.item_factors_.T
-
-    def _save_state(self, path: Path) -> None:
-        np.save(path / "user_factors.npy", self.user_factors_)
-        np.save(path / "item_factors.npy", self.item_factors_)
-
-    def _load_state(self, path: Path) -> None:
-        self.user_factors_ = np.load(path / "user_factors.npy")
-        self.item_factors_ = np.load(path / "item_factors.npy")
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:

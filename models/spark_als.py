@@ -18,18 +18,18 @@ import atexit
 import os
 import shutil
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from models.base import InteractionData, Recommender
+from models.base import InteractionData
+from models.factors import FactorModel
 
 DEFAULT_MASTER = "local[*]"
 
 
-class SparkALS(Recommender):
+class SparkALS(FactorModel):
     """Weighted matrix factorisation of the implicit-feedback matrix by Spark; ``score`` is
     ``users @ items.T``.
 
@@ -105,19 +105,6 @@ class SparkALS(Recommender):
         # Spark runs every sweep inside one fit: the only epoch a trainer can see is the last
         self.report_epoch(self.iterations - 1)
         return self
-
-    def score(self, user_idx: np.ndarray) -> np.ndarray:
-        if self.user_factors_ is None:
-            raise RuntimeError("SparkALS.score called before fit")
-        return self.user_factors_[np.asarray(user_idx)] @ self.item_factors_.T
-
-    def _save_state(self, path: Path) -> None:
-        np.save(path / "user_factors.npy", self.user_factors_)
-        np.save(path / "item_factors.npy", self.item_factors_)
-
-    def _load_state(self, path: Path) -> None:
-        self.user_factors_ = np.load(path / "user_factors.npy")
-        self.item_factors_ = np.load(path / "item_factors.npy")
 
     @staticmethod
     def search_space(trial: Any) -> dict[str, Any]:
