@@ -3,7 +3,6 @@ Parquet file store (the reference the other feature tests check by hand)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,17 +62,10 @@ def features_db() -> Iterator[str]:
     """A throwaway PostgreSQL database for one test's offline tables."""
     if not reachable(POSTGRES_HOST, POSTGRES_PORT):
         pytest.skip(f"PostgreSQL not reachable at {POSTGRES_HOST}:{POSTGRES_PORT}")
-    import psycopg
+    from tests.integration.services import throwaway_databases
 
-    name = f"fr_features_{uuid.uuid4().hex[:8]}"
-    admin = f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@{POSTGRES_HOST}:{POSTGRES_PORT}/{name}"
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with throwaway_databases("features") as databases:
+        yield databases["features"]
 
 
 # ---------------------------------------------------------------------------------------------- settings
