@@ -265,9 +265,7 @@ def profile_defaults(profile: str) -> dict[str, Any]:
     fusionrec_features), ``FUSIONREC_REDIS_URL`` and ``MLFLOW_TRACKING_URI`` (default http://127.0.0.1:5000,
     an MLflow tracking server backed by PostgreSQL)."""
     if profile not in PROFILES:
-        raise ConfigError(
-            f"unknown profile {profile!r} (FUSIONREC_PROFILE); choose one of {', '.join(PROFILES)}"
-        )
+        raise ConfigError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
     if profile == "local":
         return {}
     postgres = os.environ.get("FUSIONREC_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432"

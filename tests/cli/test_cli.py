@@ -151,3 +151,15 @@ def test_json_output_stays_clean_when_libraries_print(tmp_path: Path) -> None:
     result = runner.invoke(cli, [*base, "version", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["md5"].endswith(".dir")
+
+
+def test_bad_config_file_is_one_error_line_and_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("FUSIONREC_CONFIG", raising=False)
+    config = tmp_path / "fusionrec.yaml"
+    config.write_text("profile: staging\n")
+    result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "--config", str(config), "status"])
+    assert result.exit_code == 2
+    assert "error: unknown profile 'staging'; choose one of local, production" in result.output
+    assert "Traceback" not in result.output
