@@ -23,6 +23,18 @@ def reachable(host: str, port: int) -> bool:
         return False
 
 
+@pytest.fixture(autouse=True)
+def no_config_leaks_between_tests():
+    """A test (or the CLI it runs in-process) that sets FUSIONREC_* / MLFLOW_* variables must not change the
+    configuration every later test sees: those variables are put back as they were after each test."""
+    watched = ("FUSIONREC_", "MLFLOW_")
+    before = {key: value for key, value in os.environ.items() if key.startswith(watched)}
+    yield
+    for key in [key for key in os.environ if key.startswith(watched) and key not in before]:
+        del os.environ[key]
+    os.environ.update(before)
+
+
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"

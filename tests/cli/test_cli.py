@@ -156,7 +156,8 @@ def test_json_output_stays_clean_when_libraries_print(tmp_path: Path) -> None:
 def test_bad_config_file_is_one_error_line_and_exit_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("FUSIONREC_CONFIG", raising=False)
+    monkeypatch.setenv("FUSIONREC_CONFIG", "")  # recorded, so the CLI's own setting is undone afterwards
+    monkeypatch.delenv("FUSIONREC_CONFIG")
     config = tmp_path / "fusionrec.yaml"
     config.write_text("profile: staging\n")
     result = CliRunner().invoke(cli, ["--home", str(tmp_path / "h"), "--config", str(config), "status"])
