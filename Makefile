@@ -45,7 +45,7 @@ bench-capacity: install  ## Stage time/memory at 3 sizes projected to 1B events 
 		--json $(BENCH)/capacity.json --plot docs/img/capacity.png
 
 test: install  ## The whole test suite (what CI runs)
-	$(VENV)/bin/python -m pytest -ra
+	$(VENV)/bin/python -m pytest -ra --durations=25
 
 test-fast: install  ## Unit tests only
 	$(VENV)/bin/python -m pytest -ra -m "not slow and not services"

@@ -116,7 +116,8 @@ def wilson_interval(successes: int, trials: int, confidence: float = CONFIDENCE)
     p = successes / trials
     centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
     half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return Estimate(p, float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+    # The interval always holds p; clamping stops rounding (1e-17 at p = 0 or 1) from putting p outside it.
+    return Estimate(p, float(min(p, max(0.0, centre - half))), float(max(p, min(1.0, centre + half))))
 
 
 def t_interval(values: np.ndarray, confidence: float = CONFIDENCE) -> Estimate:
@@ -435,8 +436,8 @@ def plot_experiment(report: ExperimentReport, path: Path) -> Path:
         values = [getattr(a, metric) for a in arms]
         heights = [100 * (e.value or 0.0) for e in values]
         errors = [
-            [100 * (e.value - e.low) if e.low is not None else 0.0 for e in values],
-            [100 * (e.high - e.value) if e.high is not None else 0.0 for e in values],
+            [100 * max(0.0, e.value - e.low) if e.low is not None else 0.0 for e in values],
+            [100 * max(0.0, e.high - e.value) if e.high is not None else 0.0 for e in values],
         ]
         axes.bar(names, heights, yerr=errors, capsize=6, color=colours)
         for x, h in enumerate(heights):

@@ -14,9 +14,13 @@ import pytest
 
 from fusionrec.config import RunConfig
 from pipelines.experiment_report import (
+    ArmSummary,
+    Estimate,
+    ExperimentReport,
     attributed_events,
     experiment_report,
     per_user_table,
+    plot_experiment,
     summarise_events,
     t_interval,
     two_proportion_z_test,
@@ -37,6 +41,28 @@ def test_wilson_interval_by_hand() -> None:
     assert e.high == pytest.approx(0.114797 + 0.059568, abs=1e-5)
     assert wilson_interval(0, 50).low == 0.0 and wilson_interval(0, 50).high > 0  # never a zero-width CI
     assert wilson_interval(0, 0).value is None
+
+
+@pytest.mark.parametrize("trials", [7, 9, 10, 13, 50, 219, 2999])
+def test_wilson_interval_holds_zero_and_one_exactly(trials: int) -> None:
+    # Rounding once put the low end of 0 of 7 at 2e-17, above the share: the plot's error bar went negative.
+    none, every = wilson_interval(0, trials), wilson_interval(trials, trials)
+    assert none.low == 0.0 < none.high
+    assert every.low < every.high == 1.0
+
+
+def test_plot_draws_an_arm_without_clicks_whose_interval_rounds_above_zero(tmp_path: Path) -> None:
+    # The closed-loop run that found this: 0 clicks in 219 impressions, low end 2e-17 above the share of 0.
+    def arm(name: str, clicks: int, impressions: int, low_offset: float = 0.0) -> ArmSummary:
+        ctr = wilson_interval(clicks, impressions)
+        ctr.low = (ctr.low or 0.0) + low_offset
+        empty = Estimate(None)
+        return ArmSummary(name, 100, impressions, clicks, 0, 0, 0, 0.0, ctr, ctr, empty, empty, empty)
+
+    arms = [arm("champion", 20, 190), arm("popularity", 0, 219, low_offset=2.2e-17)]
+    report = ExperimentReport("exp", "popularity", None, None, None, 409, 0, arms, [], 0.95, 100)
+    path = plot_experiment(report, tmp_path / "exp.png")
+    assert path.stat().st_size > 10_000
 
 
 def test_two_proportion_z_test_by_hand() -> None:
