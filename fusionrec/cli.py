@@ -200,7 +200,7 @@ def cli(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    for noisy in ("great_expectations", "feast", "mlflow", "alembic", "dvc", "urllib3", "fsspec"):
+    for noisy in ("great_expectations", "feast", "mlflow", "alembic", "dvc", "urllib3", "fsspec", "py4j"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if config_file:
         os.environ["FUSIONREC_CONFIG"] = config_file  # read by RunConfig.from_env, here and in subprocesses

@@ -373,7 +373,8 @@ def bench_serve(
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         redis_client = _redis_client(cfg.redis_url)
         stack.callback(redis_client.close)
-        stack.callback(drop_keys, cfg.redis_url, [default_redis_prefix(scratch), baseline_prefix])
+        for url in _redis_urls(cfg):  # the scratch store may be sharded (FUSIONREC_SERVING_SHARDS)
+            stack.callback(drop_keys, url, [default_redis_prefix(scratch), baseline_prefix])
         log.info("bench serve: publishing %d users x %d of %d items", users, TOP_N, items)
         prepared = prepare_store(
             scratch, users, items, seed, pseudonym_key=secrets.token_hex(16), baseline_prefix=baseline_prefix
@@ -460,6 +461,14 @@ def _run_rounds(
                 done.errors + done.warmup_errors,
             )
     return per_phase
+
+
+def _redis_urls(cfg: RunConfig) -> list[str]:
+    """Every Redis the bench writes to: the configured one and, with a sharded serving store, each shard."""
+    from serving.sharded_store import parse_shard_urls
+
+    shards = (cfg.serving_shards or "").strip()
+    return list(dict.fromkeys([cfg.redis_url, *(parse_shard_urls(shards) if shards else [])]))
 
 
 def _raw_redis_address(url: str) -> tuple[str, int]:

@@ -5,7 +5,8 @@ version contexts (loaded once per version), rules and experiment (re-read from t
 ``SETTINGS_TTL``), and per-user exclusions and recent items (from feedback). When the store is unreachable
 the state answers from the last context it saw (or the local fallback file) and marks the answer degraded;
 a short circuit breaker stops every request from waiting on a dead Redis, and the next probe after the
-breaker window reconnects by itself.
+breaker window reconnects by itself. With a sharded store there is one breaker per shard: a dead shard
+degrades only its own users (and, for the coordinator, settings and contexts not yet cached).
 """
 
 from __future__ import annotations
@@ -121,8 +122,8 @@ class ServingState:
         self._contexts: OrderedDict[str, VersionContext] = OrderedDict()
         self._last_context: VersionContext | None = None
         self._lock = threading.Lock()
-        self._broken_until = 0.0
-        self._last_failure = ""
+        self._broken_until: dict[str, float] = {}  # breaker per part of the store (a shard, or the whole)
+        self._last_failure: dict[str, str] = {}
         self._settings_read_at = -1.0
         self._rules_raw: str | None = None
         self.rules: CompiledRules = MerchRules().compiled()
@@ -147,18 +148,25 @@ class ServingState:
 
     # ---- store access with a circuit breaker -----------------------------------------------------
 
-    def _store_call(self, fn: Any, *args: Any) -> Any:
-        if time.monotonic() < self._broken_until:
-            raise StoreUnavailableError(f"{self._last_failure} (next try within {BREAKER_SECONDS:g} s)")
+    def _coordinator(self) -> str:
+        """The breaker key of calls that are not about one user: the whole store, or a sharded store's shard 0."""
+        return getattr(self.store, "shard_ids", ("store",))[0]
+
+    def _store_call(self, fn: Any, *args: Any, part: str | None = None) -> Any:
+        part = part or self._coordinator()
+        if time.monotonic() < self._broken_until.get(part, 0.0):
+            raise StoreUnavailableError(f"{self._last_failure[part]} (next try within {BREAKER_SECONDS:g} s)")
         try:
             return fn(*args)
         except StoreUnavailableError as exc:
-            self._broken_until = time.monotonic() + BREAKER_SECONDS
-            self._last_failure = str(exc)
+            self._broken_until[part] = time.monotonic() + BREAKER_SECONDS
+            self._last_failure[part] = str(exc)
             raise
 
     def candidates(self, user_id: str, version: str | None) -> Candidates:
-        return self._store_call(self.store.candidates, user_id, version)
+        shard_for = getattr(self.store, "shard_for", None)
+        part = shard_for(user_id) if shard_for else None
+        return self._store_call(self.store.candidates, user_id, version, part=part)
 
     def context(self, version: str) -> VersionContext:
         ctx = self._contexts.get(version)
@@ -328,7 +336,7 @@ class ServingState:
     def reset_caches(self) -> None:
         with self._lock:
             self._contexts.clear()
-        self._broken_until = 0.0
+        self._broken_until.clear()
         self.refresh_settings(force=True)
 
     def close(self) -> None:

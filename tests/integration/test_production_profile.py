@@ -135,9 +135,10 @@ def test_dag_in_production_profile_on_celery_mlflow_server_postgres_and_redis(tm
                 assert len(answer["items"]) == 10 and answer["model_version"].startswith(
                     f"fusionrec-v{champion['version']}-"
                 )
-            # clean Feast's Redis keys and offline tables of this home
+            # clean Feast's Redis keys and offline tables, and the serving store's keys, of this home
             from fusionrec.config import RunConfig
             from pipelines.features import feature_store
+            from serving.store import open_store
 
             cleanup = RunConfig.from_env(
                 home=home,
@@ -146,3 +147,6 @@ def test_dag_in_production_profile_on_celery_mlflow_server_postgres_and_redis(tm
                 redis_url=production["FUSIONREC_REDIS_URL"],
             )
             feature_store(cleanup).teardown()
+            serving_store = open_store(cleanup)
+            assert serving_store.kind == "redis" and serving_store.drop_all() > 0
+            serving_store.close()

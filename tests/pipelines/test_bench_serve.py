@@ -290,3 +290,17 @@ def test_small_real_run_against_the_baseline_and_redis(tmp_path: Path, redis_url
     assert result.phases["baseline_sync"].response_bytes > 1000  # the pre-serialized top-100
     assert out.exists() and (cfg.paths.reports / "bench_serve.json").exists()
     assert _bench_keys(redis_url) <= before
+
+
+@pytest.mark.slow
+def test_a_sharded_scratch_store_is_removed_from_every_shard(tmp_path: Path, redis_url: str) -> None:
+    """With FUSIONREC_SERVING_SHARDS set, the scratch version is written across the shards: the clean-up must
+    reach each of them, not only the configured Redis."""
+    shard_urls = [redis_url.rsplit("/", 1)[0] + f"/{db}" for db in (11, 12)]
+    clients = [redis.Redis.from_url(url) for url in shard_urls]
+    before = [set(client.scan_iter(match="*")) for client in clients]
+    cfg = RunConfig.from_env(home=tmp_path / "home", redis_url=redis_url, serving_shards=",".join(shard_urls))
+    bench_serve(cfg, 100, 200.0, warmup=10, rounds=1, users=200, items=200, include_ours=False)
+    for client, keys in zip(clients, before, strict=True):
+        assert set(client.scan_iter(match="*")) <= keys, client
+        client.close()

@@ -382,7 +382,8 @@ def test_with_the_coordinator_down_readers_keep_the_last_pointer(shard_urls, pre
 
 
 def test_api_answers_degraded_while_the_users_shard_is_down(tmp_path, monkeypatch, shard_urls) -> None:
-    """Through open_store and the API: the circuit breaker catches the shard's StoreUnavailableError."""
+    """Through open_store and the API: the shard's circuit breaker catches its StoreUnavailableError, and only
+    that shard's users are degraded."""
     proxies = [TcpProxy((REDIS_HOST, REDIS_PORT)) for _ in DBS]
     urls = [f"redis://127.0.0.1:{p.port}/{db}" for p, db in zip(proxies, DBS, strict=True)]
     monkeypatch.setenv(SHARDS_ENV, ",".join(urls))
@@ -391,7 +392,8 @@ def test_api_answers_degraded_while_the_users_shard_is_down(tmp_path, monkeypatc
     try:
         assert isinstance(store, ShardedRedisServingStore)
         publish(cfg)  # the tiny version of tests/serving/conftest.py, through open_store
-        holder = proxies[store.shard_ids.index(store.shard_for(stored_user_id("u1", cfg.pseudonymise)))]
+        holder_id = store.shard_for(stored_user_id("u1", cfg.pseudonymise))
+        holder = proxies[store.shard_ids.index(holder_id)]
         with TestClient(create_app(cfg)) as client:
             body = client.get("/recommendations/u1?k=2").json()
             assert (body["degraded"], [i["item_id"] for i in body["items"]]) == (False, ["i1", "i2"])
@@ -399,6 +401,14 @@ def test_api_answers_degraded_while_the_users_shard_is_down(tmp_path, monkeypatc
             holder.cut()
             body = client.get("/recommendations/u1?k=2").json()
             assert (body["degraded"], [i["item_id"] for i in body["items"]]) == (True, ["i6", "i4"])
+            # the breaker is per shard: a user on a live shard, asked at once, is answered normally
+            elsewhere = next(
+                u
+                for u in (f"new{n}" for n in range(100))
+                if store.shard_for(stored_user_id(u, cfg.pseudonymise)) != holder_id
+            )
+            assert client.get(f"/recommendations/{elsewhere}?k=2").json()["degraded"] is False
+            assert client.get("/recommendations/u1?k=2").json()["degraded"] is True  # still its own breaker
             holder.restore()
             time.sleep(BREAKER_SECONDS + 0.1)
             deadline = time.monotonic() + 10
