@@ -356,7 +356,6 @@ def bench_serve(
     Uses ``cfg.redis_url``; everything is written in a scratch home and under fresh Redis prefixes, all
     removed at the end. The result is saved to ``cfg.paths.reports/bench_serve.json`` and ``json_out``."""
     from pipelines.bench_serve_data import TOP_N, drop_keys, prepare_store
-    from serving.store import default_redis_prefix
 
     if min(requests, rounds, users, connections) < 1 or rate <= 0 or warmup < 0 or items < TOP_N:
         raise BenchServeError(
@@ -373,8 +372,8 @@ def bench_serve(
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         redis_client = _redis_client(cfg.redis_url)
         stack.callback(redis_client.close)
-        for url in _redis_urls(cfg):  # the scratch store may be sharded (FUSIONREC_SERVING_SHARDS)
-            stack.callback(drop_keys, url, [default_redis_prefix(scratch), baseline_prefix])
+        stack.callback(drop_keys, cfg.redis_url, [baseline_prefix])
+        stack.callback(_drop_serving_store, scratch)
         log.info("bench serve: publishing %d users x %d of %d items", users, TOP_N, items)
         prepared = prepare_store(
             scratch, users, items, seed, pseudonym_key=secrets.token_hex(16), baseline_prefix=baseline_prefix
@@ -463,12 +462,15 @@ def _run_rounds(
     return per_phase
 
 
-def _redis_urls(cfg: RunConfig) -> list[str]:
-    """Every Redis the bench writes to: the configured one and, with a sharded serving store, each shard."""
-    from serving.sharded_store import parse_shard_urls
+def _drop_serving_store(cfg: RunConfig) -> None:
+    """Delete the scratch serving store's keys, on every shard when ``FUSIONREC_SERVING_SHARDS`` shards it."""
+    from serving.store import open_store
 
-    shards = (cfg.serving_shards or "").strip()
-    return list(dict.fromkeys([cfg.redis_url, *(parse_shard_urls(shards) if shards else [])]))
+    store = open_store(cfg)
+    try:
+        store.drop_all()
+    finally:
+        store.close()
 
 
 def _raw_redis_address(url: str) -> tuple[str, int]:

@@ -124,6 +124,9 @@ class ServingState:
         self._lock = threading.Lock()
         self._broken_until: dict[str, float] = {}  # breaker per part of the store (a shard, or the whole)
         self._last_failure: dict[str, str] = {}
+        # A sharded store's user calls break per shard; other calls (and a one-node store's) under shard 0's key
+        self._shard_for = getattr(self.store, "shard_for", None)
+        self._coordinator = getattr(self.store, "shard_ids", ("store",))[0]
         self._settings_read_at = -1.0
         self._rules_raw: str | None = None
         self.rules: CompiledRules = MerchRules().compiled()
@@ -148,12 +151,8 @@ class ServingState:
 
     # ---- store access with a circuit breaker -----------------------------------------------------
 
-    def _coordinator(self) -> str:
-        """The breaker key of calls that are not about one user: the whole store, or a sharded store's shard 0."""
-        return getattr(self.store, "shard_ids", ("store",))[0]
-
     def _store_call(self, fn: Any, *args: Any, part: str | None = None) -> Any:
-        part = part or self._coordinator()
+        part = part or self._coordinator
         if time.monotonic() < self._broken_until.get(part, 0.0):
             raise StoreUnavailableError(f"{self._last_failure[part]} (next try within {BREAKER_SECONDS:g} s)")
         try:
@@ -164,8 +163,7 @@ class ServingState:
             raise
 
     def candidates(self, user_id: str, version: str | None) -> Candidates:
-        shard_for = getattr(self.store, "shard_for", None)
-        part = shard_for(user_id) if shard_for else None
+        part = self._shard_for(user_id) if self._shard_for else None
         return self._store_call(self.store.candidates, user_id, version, part=part)
 
     def context(self, version: str) -> VersionContext:
