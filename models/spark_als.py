@@ -116,6 +116,17 @@ class SparkALS(FactorModel):
         }
 
 
+def spark_settings() -> dict[str, str]:
+    """The Spark settings every FusionRec session shares (Spark ALS's and the Feast Spark offline store's):
+    master ``FUSIONREC_SPARK_MASTER`` (default ``local[*]``), driver memory ``FUSIONREC_SPARK_DRIVER_MEMORY``
+    (default 2g), no web UI."""
+    return {
+        "spark.master": os.environ.get("FUSIONREC_SPARK_MASTER", DEFAULT_MASTER),
+        "spark.ui.enabled": "false",
+        "spark.driver.memory": os.environ.get("FUSIONREC_SPARK_DRIVER_MEMORY", "2g"),
+    }
+
+
 def spark_session() -> Any:
     """The active SparkSession, else a new one on ``FUSIONREC_SPARK_MASTER`` (default ``local[*]``)."""
     from pyspark.sql import SparkSession
@@ -123,19 +134,13 @@ def spark_session() -> Any:
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    master = os.environ.get("FUSIONREC_SPARK_MASTER", DEFAULT_MASTER)
-    builder = (
-        SparkSession.builder.master(master)
-        .appName("fusionrec-spark-als")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.memory", os.environ.get("FUSIONREC_SPARK_DRIVER_MEMORY", "2g"))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")  # pandas -> Spark without pickling rows
-    )
-    if master.startswith("local"):  # in-process executors: nothing needs to reach the driver off this host
-        builder = builder.config("spark.driver.host", "127.0.0.1").config(
-            "spark.driver.bindAddress", "127.0.0.1"
-        )
+    settings = spark_settings() | {
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",  # pandas -> Spark without pickling rows
+    }
+    if settings["spark.master"].startswith("local"):  # in-process executors: nothing reaches in from off-host
+        settings |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
+    builder = SparkSession.builder.appName("fusionrec-spark-als").config(map=settings)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")  # not WARN: every fit warns that its ratings task is "large"
     return session

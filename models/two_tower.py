@@ -22,6 +22,13 @@ import numpy as np
 from models.base import InteractionData, Recommender
 
 
+def item_log_probs(items: np.ndarray, n_items: int) -> np.ndarray:
+    """log of each item's share of the training pairs (add-one smoothed): its in-batch sampling probability,
+    the logQ correction of the in-batch softmax."""
+    counts = np.bincount(items, minlength=n_items).astype(np.float64) + 1.0
+    return np.log(counts / counts.sum())
+
+
 class TwoTower(Recommender):
     """Dual-encoder recommender; ``score`` is the dot product of the exported user and item embeddings."""
 

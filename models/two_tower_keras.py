@@ -18,6 +18,8 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from models.two_tower import item_log_probs  # noqa: E402
+
 
 def train_towers(
     users: np.ndarray,
@@ -43,7 +45,7 @@ def train_towers(
     keras.utils.set_random_seed(seed)  # python, numpy and TF global seeds
     user_tower = Tower(n_users, embedding_dim, user_features, seed, name="user_tower")
     item_tower = Tower(n_items, embedding_dim, item_features, seed + 1, name="item_tower")
-    model = InBatchSoftmax(user_tower, item_tower, _item_log_probs(items, n_items), temperature)
+    model = InBatchSoftmax(user_tower, item_tower, item_log_probs(items, n_items), temperature)
     model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=in_batch_loss)
     dummy = np.zeros(len(users), dtype=np.int32)  # the in-batch loss makes its own labels
     batches = (
@@ -130,9 +132,3 @@ def in_batch_loss(_labels: tf.Tensor, logits: tf.Tensor) -> tf.Tensor:
     """Softmax cross-entropy where each row's positive is on the diagonal."""
     targets = tf.range(tf.shape(logits)[0])
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-
-
-def _item_log_probs(items: np.ndarray, n_items: int) -> np.ndarray:
-    """log of each item's share of the training pairs (add-one smoothed): its in-batch sampling probability."""
-    counts = np.bincount(items, minlength=n_items).astype(np.float64) + 1.0
-    return np.log(counts / counts.sum()).astype(np.float32)

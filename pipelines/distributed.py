@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from models.base import InteractionData
-from models.two_tower import TwoTower
+from models.two_tower import TwoTower, item_log_probs
 from pipelines.stage import StageResult
 
 # The TwoTower hyper-parameters a worker trains with: saved with the model, so it loads as a TwoTower.
@@ -189,8 +189,7 @@ def in_batch_loss_of(
     user_vectors, item_vectors = model.user_embeddings_, model.item_embeddings_
     if user_vectors is None or item_vectors is None:
         raise RuntimeError("in_batch_loss_of needs a fitted TwoTower")
-    counts = np.bincount(items, minlength=len(item_vectors)) + 1.0  # as two_tower_keras._item_log_probs
-    log_q = np.log(counts / counts.sum())
+    log_q = item_log_probs(items, len(item_vectors))
     order = np.random.default_rng(seed).permutation(len(users))
     losses = []
     for start in range(0, len(order) - batch_size + 1, batch_size):
@@ -356,7 +355,7 @@ def train_replica(
     import keras
     import tensorflow as tf
 
-    from models.two_tower_keras import InBatchSoftmax, Tower, _item_log_probs, in_batch_loss
+    from models.two_tower_keras import InBatchSoftmax, Tower, in_batch_loss
 
     started = time.perf_counter()
     tf.config.threading.set_intra_op_parallelism_threads(threads)
@@ -369,7 +368,7 @@ def train_replica(
     with strategy.scope():
         user_tower = Tower(n_users, embedding_dim, user_features, seed, name="user_tower")
         item_tower = Tower(n_items, embedding_dim, item_features, seed + 1, name="item_tower")
-        model = InBatchSoftmax(user_tower, item_tower, _item_log_probs(all_items, n_items), temperature)
+        model = InBatchSoftmax(user_tower, item_tower, item_log_probs(all_items, n_items), temperature)
         model((users[:1], items[:1]))  # creates the mirrored variables
         optimizer = keras.optimizers.Adam(learning_rate)
         optimizer.build(model.trainable_variables)

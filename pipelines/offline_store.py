@@ -25,6 +25,7 @@ from feature_repo.definitions import (
     offline_table,
 )
 from fusionrec.config import RunConfig
+from models.spark_als import spark_settings
 from pipelines.stage import StageInputError
 
 log = logging.getLogger(__name__)
@@ -60,12 +61,9 @@ def postgres_settings(url: str) -> dict[str, Any]:
 
 def spark_conf() -> dict[str, str]:
     """The Spark session Feast starts: local on this machine unless ``FUSIONREC_SPARK_MASTER`` names a cluster."""
-    return {
-        "spark.master": os.environ.get("FUSIONREC_SPARK_MASTER", "local[*]"),
-        "spark.ui.enabled": "false",
+    return spark_settings() | {
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.shuffle.partitions": os.environ.get("FUSIONREC_SPARK_PARTITIONS", "8"),
-        "spark.driver.memory": os.environ.get("FUSIONREC_SPARK_DRIVER_MEMORY", "2g"),
     }
 
 
